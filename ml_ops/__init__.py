@@ -1,0 +1,47 @@
+"""airflow-mlops: Airflow 3 operators and DAGs for the whole life of a tabular model.
+
+The public names are few; they load lazily so that ``import ml_ops.features`` stays Airflow-free
+and DAG files parse fast.
+"""
+
+from __future__ import annotations
+
+import os
+from importlib import import_module
+
+__version__ = "0.1.0"
+
+_PUBLIC = {
+    "load_pipeline": "ml_ops.config",
+    "Pipeline": "ml_ops.config",
+    "build_pipeline_dags": "ml_ops.dag_factory",
+    "ExtractOperator": "ml_ops.operators",
+    "ValidateOperator": "ml_ops.operators",
+    "FeaturesOperator": "ml_ops.operators",
+    "TrainOperator": "ml_ops.operators",
+    "CompareOperator": "ml_ops.operators",
+    "PromoteOperator": "ml_ops.operators",
+    "MlflowHook": "ml_ops.hooks",
+}
+__all__ = sorted(_PUBLIC) + ["code_version"]
+
+
+def __getattr__(name: str):
+    if name in _PUBLIC:
+        return getattr(import_module(_PUBLIC[name]), name)
+    raise AttributeError(f"module 'ml_ops' has no attribute {name!r}")
+
+
+def code_version() -> str:
+    """Package version plus the git commit when known (MLOPS_CODE_VERSION wins, e.g. an image tag)."""
+    if os.environ.get("MLOPS_CODE_VERSION"):
+        return os.environ["MLOPS_CODE_VERSION"]
+    head = os.path.join(os.path.dirname(os.path.dirname(__file__)), ".git", "HEAD")
+    try:
+        ref = open(head).read().strip()
+        if ref.startswith("ref: "):
+            ref_path = os.path.join(os.path.dirname(head), ref[5:])
+            ref = open(ref_path).read().strip() if os.path.exists(ref_path) else ref[5:]
+        return f"{__version__}+{ref[:12]}"
+    except OSError:
+        return __version__

@@ -1,0 +1,195 @@
+"""Typed pipeline configuration loaded from ``include/pipelines/<name>.yaml``.
+
+One YAML file is one model. Validation errors name the file and the field, e.g.
+``fraud.yaml: promotion.floors.roc_auc: Input should be a valid number``.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import date
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+METRICS = ("roc_auc", "pr_auc", "f1", "precision", "recall", "log_loss")
+
+
+def include_dir() -> Path:
+    """Folder holding pipelines/, sql/ and expectations/ (override with MLOPS_INCLUDE_DIR)."""
+    return Path(os.environ.get("MLOPS_INCLUDE_DIR", REPO_ROOT / "include"))
+
+
+class _Strict(BaseModel):
+    # A typo in a YAML key must be an error, not a silently ignored setting.
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Source(_Strict):
+    conn_id: str = Field(description="Airflow connection of the source database")
+    sql: str = Field(description="SQL file under include/, using bound parameters :start and :end")
+    table: str | None = None
+    timestamp_column: str
+    id_column: str
+
+    @field_validator("sql")
+    @classmethod
+    def _sql_file_exists(cls, value: str) -> str:
+        if not (include_dir() / value).is_file():
+            raise ValueError(f"SQL file not found: {include_dir() / value}")
+        text = (include_dir() / value).read_text()
+        if ":start" not in text or ":end" not in text:
+            raise ValueError(f"{value} must filter on the bound parameters :start and :end")
+        return value
+
+
+class Validation(_Strict):
+    suite: str = Field(description="Great Expectations suite JSON under include/")
+    stats_columns: list[str] = []
+    history_days: int = Field(7, ge=0, description="recent partitions the day's statistics are compared with")
+    max_mean_shift_sigma: float = Field(6.0, gt=0)
+
+    @field_validator("suite")
+    @classmethod
+    def _suite_exists(cls, value: str) -> str:
+        if not (include_dir() / value).is_file():
+            raise ValueError(f"expectation suite not found: {include_dir() / value}")
+        return value
+
+
+class Features(_Strict):
+    entity_column: str | None = Field(None, description="per-entity history features (e.g. customer_id)")
+    amount_column: str | None = None
+    lookback_days: int = Field(7, ge=0, le=60)
+    numeric: list[str]
+    categorical: list[str] = []
+
+    @model_validator(mode="after")
+    def _history_needs_amount(self) -> Features:
+        if (self.entity_column is None) != (self.amount_column is None):
+            raise ValueError("entity_column and amount_column go together (both set or both empty)")
+        return self
+
+
+class Target(_Strict):
+    column: str
+    label_delay_days: int = Field(ge=0, description="days until a label is known")
+    label_available_column: str | None = Field(
+        None, description="when each label became known; rows labelled after the run's end are not used"
+    )
+
+
+class Model(_Strict):
+    estimator: str = Field(description="import path of a scikit-learn classifier")
+    params: dict = {}
+
+    @field_validator("estimator")
+    @classmethod
+    def _dotted(cls, value: str) -> str:
+        if "." not in value:
+            raise ValueError("must be an import path like sklearn.ensemble.HistGradientBoostingClassifier")
+        return value
+
+
+class Training(_Strict):
+    window_days: int = Field(ge=1, description="labelled days trained on")
+    holdout_days: int = Field(ge=1, description="most recent labelled days, scored by both models, never trained on")
+    min_rows: int = Field(200, ge=1)
+    seed: int = 0
+
+
+class Promotion(_Strict):
+    mode: Literal["direct", "canary"] = Field(
+        "direct", description="direct: a winner becomes champion; canary: a winner becomes a canary first"
+    )
+    primary_metric: Literal[METRICS] = "roc_auc"  # type: ignore[valid-type]
+    floors: dict[str, float] = {}
+    min_improvement: dict[str, float] = {}
+    require_significant: bool = True
+    bootstrap_samples: int = Field(1000, ge=100)
+    confidence: float = Field(0.95, gt=0.5, lt=1)
+
+    @field_validator("floors", "min_improvement")
+    @classmethod
+    def _known_metrics(cls, value: dict[str, float]) -> dict[str, float]:
+        unknown = sorted(set(value) - set(METRICS))
+        if unknown:
+            raise ValueError(f"unknown metric(s) {unknown}; known: {list(METRICS)}")
+        return value
+
+
+class Alerts(_Strict):
+    email: list[str] = []
+    email_conn_id: str = "smtp_default"
+    slack_conn_id: str | None = Field("slack_alerts", description="Slack incoming-webhook connection")
+    on_decision: bool = True
+
+
+class Pipeline(_Strict):
+    name: str = Field(pattern=r"^[a-z][a-z0-9_]{1,40}$")
+    description: str = ""
+    owner: str = "ml-team"
+    schedule: str | None = "@daily"
+    start_date: date
+    tags: list[str] = []
+    source: Source
+    validation: Validation
+    features: Features
+    target: Target
+    model: Model
+    training: Training
+    promotion: Promotion = Promotion()
+    alerts: Alerts = Alerts()
+    bucket: str = Field(default_factory=lambda: os.environ.get("MLOPS_BUCKET", "mlops"))
+    aws_conn_id: str = "aws_default"
+    mlflow_conn_id: str = "mlflow_default"
+
+    @property
+    def feature_columns(self) -> list[str]:
+        return [*self.features.numeric, *self.features.categorical]
+
+    def sql_text(self) -> str:
+        return (include_dir() / self.source.sql).read_text()
+
+    def suite_path(self) -> Path:
+        return include_dir() / self.validation.suite
+
+    def prefix(self) -> str:
+        return f"s3://{self.bucket}/pipelines/{self.name}"
+
+
+class ConfigError(ValueError):
+    """A pipeline YAML that cannot be used; the message names the file and the field."""
+
+
+def load_pipeline(path: str | Path) -> Pipeline:
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path.name}: not valid YAML: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path.name}: expected a mapping at the top level")
+    raw.setdefault("name", path.stem)
+    try:
+        return Pipeline.model_validate(raw)
+    except ValidationError as exc:
+        lines = [
+            f"{path.name}: {'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['msg']}"
+            for err in exc.errors()
+        ]
+        raise ConfigError("\n".join(lines)) from None
+
+
+def pipeline_files() -> list[Path]:
+    return sorted((include_dir() / "pipelines").glob("*.yaml"))
+
+
+def load_pipeline_by_name(name: str) -> Pipeline:
+    path = include_dir() / "pipelines" / f"{name}.yaml"
+    if not path.is_file():
+        raise ConfigError(f"no pipeline {name!r}: {path} does not exist")
+    return load_pipeline(path)

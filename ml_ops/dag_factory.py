@@ -1,0 +1,133 @@
+"""Builds the Airflow DAGs of a pipeline from its YAML config.
+
+Only Airflow and the light config module are imported here: DAG files are re-parsed every few
+seconds, so pandas, scikit-learn, MLflow and friends load inside the tasks that use them.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+from ml_ops.config import ConfigError, Pipeline, load_pipeline, pipeline_files
+
+log = logging.getLogger(__name__)
+
+DOC = """\
+### {name}: training pipeline
+
+{description}
+
+`extract` → `validate` → `features` → `train` → `compare` → `challenger_won` → `promote`
+
+* **Data**: `{prefix}/{{raw,validation,features}}/ds=<day>/` (one partition per data day, overwritten on re-run).
+* **Validation** fails the run with every failed expectation named; the report is `validation/ds=<day>/report.html`.
+* **Train** uses the {window} labelled days before the {holdout}-day holdout (labels arrive {delay} day(s) late);
+  it skips until that history exists. The model is registered in MLflow as `{name}` with alias `challenger`.
+* **Compare** scores challenger and `champion` on the same holdout: floors {floors}, minimum improvement
+  {improvement}, paired bootstrap CI of the {primary} difference; decisions in `{prefix}/decisions/log.jsonl`.
+* **Promote** ({mode}) runs only for a winner; a loser skips it.
+
+Manual trigger: Params `data_date` (YYYY-MM-DD, which day to process) and `force_retrain`
+(register a new version even if this day's model exists).
+Config: `include/pipelines/{name}.yaml`.
+"""
+
+
+def default_args(cfg: Pipeline) -> dict:
+    from ml_ops.notify import PipelineFailureNotifier
+
+    return {
+        "owner": cfg.owner,
+        "retries": 2,
+        "retry_delay": timedelta(seconds=20),
+        "retry_exponential_backoff": True,
+        "max_retry_delay": timedelta(minutes=10),
+        "execution_timeout": timedelta(minutes=30),
+        "on_failure_callback": PipelineFailureNotifier(cfg.name, cfg.alerts),
+    }
+
+
+def build_training_dag(cfg: Pipeline):
+    from airflow.sdk import DAG, Asset, CronDataIntervalTimetable, Param, task
+
+    from ml_ops.operators import (
+        CompareOperator,
+        ExtractOperator,
+        FeaturesOperator,
+        PromoteOperator,
+        TrainOperator,
+        ValidateOperator,
+    )
+
+    p = cfg.promotion
+    schedule = CronDataIntervalTimetable(cfg.schedule, timezone="UTC") if cfg.schedule else None
+    with DAG(
+        dag_id=f"{cfg.name}_training",
+        description=cfg.description or f"{cfg.name} training pipeline",
+        schedule=schedule,
+        start_date=datetime.combine(cfg.start_date, datetime.min.time(), tzinfo=timezone.utc),
+        catchup=False,
+        max_active_runs=1,  # runs share the model registry and each day's features read earlier days
+        dagrun_timeout=timedelta(hours=3),
+        tags=["ml-ops", "training", cfg.name, *cfg.tags],
+        doc_md=DOC.format(
+            name=cfg.name,
+            description=cfg.description,
+            prefix=cfg.prefix(),
+            window=cfg.training.window_days,
+            holdout=cfg.training.holdout_days,
+            delay=cfg.target.label_delay_days,
+            floors=p.floors or "none",
+            improvement=p.min_improvement or "none",
+            primary=p.primary_metric,
+            mode=p.mode,
+        ),
+        params={
+            "data_date": Param(
+                None, type=["null", "string"], format="date", description="Day to process (default: the run's data interval)"
+            ),
+            "force_retrain": Param(False, type="boolean", description="Register a new model version even if one exists for this day"),
+        },
+        default_args=default_args(cfg),
+    ) as dag:
+        extract = ExtractOperator(task_id="extract", pipeline=cfg.name)
+        validate = ValidateOperator(task_id="validate", pipeline=cfg.name)
+        features = FeaturesOperator(task_id="features", pipeline=cfg.name)
+        train = TrainOperator(task_id="train", pipeline=cfg.name, execution_timeout=timedelta(hours=1))
+        compare = CompareOperator(task_id="compare", pipeline=cfg.name, train_result=train.output)
+
+        @task.short_circuit(task_id="challenger_won")
+        def challenger_won(decision: dict) -> bool:
+            """Skips promotion for a challenger that did not pass the gate (a normal outcome, not a failure)."""
+            return bool(decision["promote"])
+
+        promote = PromoteOperator(
+            task_id="promote",
+            pipeline=cfg.name,
+            decision=compare.output,
+            outlets=[Asset(name=f"{cfg.name}_{'canary' if p.mode == 'canary' else 'champion'}",
+                           uri=f"{cfg.prefix()}/decisions/log.jsonl")],
+        )
+        extract >> validate >> features >> train
+        challenger_won(compare.output) >> promote
+    return dag
+
+
+def build_pipeline_dags(cfg: Pipeline) -> dict:
+    dag = build_training_dag(cfg)
+    return {dag.dag_id: dag}
+
+
+def build_all(paths: list[Path] | None = None) -> dict:
+    """DAGs of every pipeline YAML. A broken YAML is logged with the field that is wrong and left
+    out, so one bad file does not take the other pipelines off the scheduler; the DAG integrity
+    test and ``python -m ml_ops.config`` fail on it."""
+    dags: dict = {}
+    for path in paths if paths is not None else pipeline_files():
+        try:
+            dags.update(build_pipeline_dags(load_pipeline(path)))
+        except ConfigError as exc:
+            log.error("pipeline %s not loaded:\n%s", path, exc)
+    return dags

@@ -1,0 +1,3 @@
+from ml_ops.hooks.mlflow import MlflowHook
+
+__all__ = ["MlflowHook"]

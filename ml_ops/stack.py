@@ -1,0 +1,672 @@
+"""Embedded local stack: S3 (rclone), MLflow and Airflow 3 as real processes under $MLOPS_HOME.
+
+    python -m ml_ops.stack {up,down,status}
+
+Every service runs in its own session (process group) with a pid file in $MLOPS_HOME/run and a log in
+$MLOPS_HOME/logs, so `down` can kill whole process trees and then prove via /proc that nothing is left.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import fcntl
+import json
+import os
+import re
+import secrets
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+VENV_BIN = Path(sys.executable).parent  # rclone, mlflow and airflow live next to the interpreter
+ADMIN_USER, ADMIN_PASSWORD = "admin", "admin"
+REGION = "us-east-1"
+# Set only in the environment of processes we spawn: lets the /proc scan find our descendants without
+# matching a user's shell that merely sourced stack.env.
+OWNER_MARKER = "MLOPS_STACK_OWNER"
+
+AIRFLOW_COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
+SERVICES = ("s3", "mlflow") + tuple(f"airflow-{c}" for c in AIRFLOW_COMPONENTS)
+HEALTH_KEY = {  # /api/v2/monitor/health section for each Airflow component
+    "airflow-api-server": "metadatabase",
+    "airflow-scheduler": "scheduler",
+    "airflow-dag-processor": "dag_processor",
+    "airflow-triggerer": "triggerer",
+}
+
+
+class StackError(RuntimeError):
+    """A one-line, user-facing reason why the stack could not be started or stopped."""
+
+
+@dataclass
+class Service:
+    name: str
+    argv: list[str]
+    env: dict[str, str]
+    port: int | None = None
+
+
+@dataclass
+class ServiceStatus:
+    name: str
+    pid: int | None
+    port: int | None
+    running: bool
+    healthy: bool
+    detail: str
+    log: str
+
+
+@dataclass
+class Stack:
+    home: Path | None = None
+    s3_port: int | None = None
+    mlflow_port: int | None = None
+    airflow_port: int | None = None
+    bucket: str | None = None
+    s3_access_key: str | None = None
+    s3_secret_key: str | None = None
+    startup_timeout: float = 90.0
+    stop_grace: float = 15.0
+    _procs: dict[str, subprocess.Popen] = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        e = os.environ
+        self.home = Path(self.home or e.get("MLOPS_HOME") or REPO / ".local").resolve()
+        self.s3_port = int(self.s3_port or e.get("MLOPS_S3_PORT", 9000))
+        self.mlflow_port = int(self.mlflow_port or e.get("MLOPS_MLFLOW_PORT", 5000))
+        self.airflow_port = int(self.airflow_port or e.get("MLOPS_AIRFLOW_PORT", 8080))
+        self.bucket = self.bucket or e.get("MLOPS_BUCKET", "mlops")
+        self.s3_access_key = self.s3_access_key or e.get("MLOPS_S3_ACCESS_KEY", "mlops")
+        self.s3_secret_key = self.s3_secret_key or e.get("MLOPS_S3_SECRET_KEY", "mlops-secret")
+
+    @classmethod
+    def from_env(cls) -> Stack:
+        return cls()
+
+    # ---- locations -------------------------------------------------------------------------------------
+    @property
+    def run_dir(self) -> Path:
+        return self.home / "run"
+
+    @property
+    def log_dir(self) -> Path:
+        return self.home / "logs"
+
+    @property
+    def airflow_home(self) -> Path:
+        return self.home / "airflow"
+
+    @property
+    def source_db(self) -> Path:
+        return self.home / "source" / "source.db"
+
+    @property
+    def s3_url(self) -> str:
+        return f"http://127.0.0.1:{self.s3_port}"
+
+    @property
+    def mlflow_url(self) -> str:
+        return f"http://127.0.0.1:{self.mlflow_port}"
+
+    @property
+    def airflow_url(self) -> str:
+        return f"http://127.0.0.1:{self.airflow_port}"
+
+    @property
+    def admin_login(self) -> tuple[str, str]:
+        return ADMIN_USER, ADMIN_PASSWORD
+
+    def log_path(self, name: str) -> Path:
+        return self.log_dir / f"{name}.log"
+
+    def pid_path(self, name: str) -> Path:
+        return self.run_dir / f"{name}.pid"
+
+    # ---- environments ----------------------------------------------------------------------------------
+    def _secrets(self) -> dict[str, str]:
+        """Fernet key and JWT/API secrets, generated once and shared by every Airflow component."""
+        path = self.home / "secrets.json"
+        if path.exists():
+            return json.loads(path.read_text())
+        values = {
+            "fernet_key": base64.urlsafe_b64encode(os.urandom(32)).decode(),
+            "jwt_secret": secrets.token_urlsafe(32),
+            "api_secret_key": secrets.token_urlsafe(32),
+        }
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(values))
+        tmp.chmod(0o600)
+        tmp.replace(path)
+        return values
+
+    def _airflow_vars(self) -> dict[str, str]:
+        """The variables this stack defines for Airflow (what stack.env exports)."""
+        s = self._secrets()
+        af = self.airflow_home
+        identity = {  # always ours: they decide which stack a process belongs to
+            "AIRFLOW_HOME": str(af),
+            "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
+            "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"),
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{af / 'airflow.db'}",
+            "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{self.airflow_url}/execution/",
+            "AIRFLOW__API__BASE_URL": self.airflow_url,
+            "AIRFLOW__API__HOST": "127.0.0.1",
+            "AIRFLOW__API__PORT": str(self.airflow_port),
+            "AIRFLOW__CORE__FERNET_KEY": s["fernet_key"],
+            "AIRFLOW__API_AUTH__JWT_SECRET": s["jwt_secret"],
+            "AIRFLOW__API__SECRET_KEY": s["api_secret_key"],
+            "AIRFLOW__CORE__AUTH_MANAGER": (
+                "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager"
+            ),
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{ADMIN_USER}:admin",
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(af / "passwords.json"),
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "False",
+            "AIRFLOW_CONN_AWS_DEFAULT": json.dumps({
+                "conn_type": "aws", "login": self.s3_access_key, "password": self.s3_secret_key,
+                "extra": {"endpoint_url": self.s3_url, "region_name": REGION},
+            }),
+            "AIRFLOW_CONN_MLFLOW_DEFAULT": json.dumps({
+                "conn_type": "http", "host": "127.0.0.1", "port": self.mlflow_port, "schema": "http",
+            }),
+            "AIRFLOW_CONN_SOURCE_DB": json.dumps({"conn_type": "sqlite", "host": str(self.source_db)}),
+            "MLOPS_HOME": str(self.home),
+            "MLOPS_BUCKET": self.bucket,
+            "MLOPS_REPO": str(REPO),
+            "MLFLOW_TRACKING_URI": self.mlflow_url,
+        }
+        tuning = {  # defaults a caller may override with their own AIRFLOW__* variables
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True",
+            "AIRFLOW__CORE__PARALLELISM": "2",  # 2 cores: more task processes only fight for CPU/sqlite
+            "AIRFLOW__CORE__MAX_ACTIVE_TASKS_PER_DAG": "2",
+            "AIRFLOW__CORE__DAGBAG_IMPORT_TIMEOUT": "120",  # mlflow/GX imports are slow on 2 cores
+            "AIRFLOW__DAG_PROCESSOR__DAG_FILE_PROCESSOR_TIMEOUT": "180",
+            "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "10",
+            "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "10",
+            "AIRFLOW__DAG_PROCESSOR__PARSING_PROCESSES": "1",
+            "AIRFLOW__DAG_PROCESSOR__PRINT_STATS_INTERVAL": "300",
+            "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "2",
+            "AIRFLOW__SCHEDULER__JOB_HEARTBEAT_SEC": "2",
+            "AIRFLOW__TRIGGERER__JOB_HEARTBEAT_SEC": "2",
+            "AIRFLOW__API__WORKERS": "1",
+            "AIRFLOW__API__EXPOSE_CONFIG": "True",
+            # rclone's S3 does not need the newer flexible checksums; only send them when required
+            "AWS_REQUEST_CHECKSUM_CALCULATION": "when_required",
+            "AWS_RESPONSE_CHECKSUM_VALIDATION": "when_required",
+        }
+        return {**tuning, **{k: os.environ[k] for k in tuning if k in os.environ}, **identity}
+
+    def env(self) -> dict[str, str]:
+        """Full environment for Airflow processes: the caller's environment plus the stack's variables."""
+        return {**os.environ, **self._airflow_vars()}
+
+    def _mlflow_env(self) -> dict[str, str]:
+        # Only the tracking server holds S3 credentials; clients upload artifacts through it.
+        return {
+            # The job runner (GenAI prompt/trace jobs) adds ~8 huey processes and ~700 MB; not needed here.
+            "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+            **os.environ,
+            "AWS_ACCESS_KEY_ID": self.s3_access_key,
+            "AWS_SECRET_ACCESS_KEY": self.s3_secret_key,
+            "AWS_DEFAULT_REGION": REGION,
+            "MLFLOW_S3_ENDPOINT_URL": self.s3_url,
+            "AWS_REQUEST_CHECKSUM_CALCULATION": "when_required",
+            "AWS_RESPONSE_CHECKSUM_VALIDATION": "when_required",
+        }
+
+    def write_env_file(self) -> Path:
+        path = self.home / "stack.env"
+        lines = ["# source this file to run `airflow` CLI commands against the local stack"]
+        lines.append(f"export PATH={shlex.quote(str(VENV_BIN))}:\"$PATH\"")
+        lines += [f"export {k}={shlex.quote(v)}" for k, v in sorted(self._airflow_vars().items())]
+        path.write_text("\n".join(lines) + "\n")
+        path.chmod(0o600)
+        return path
+
+    # ---- service definitions -----------------------------------------------------------------------------
+    def services(self) -> dict[str, Service]:
+        rclone = str(VENV_BIN / "rclone")
+        s3 = Service("s3", [
+            rclone, "serve", "s3", str(self.home / "s3"),
+            "--addr", f"127.0.0.1:{self.s3_port}",
+            "--auth-key", f"{self.s3_access_key},{self.s3_secret_key}",
+            "--config", str(self.home / "rclone.conf"),
+            "--log-level", "NOTICE",
+        ], dict(os.environ), self.s3_port)
+        mlflow = Service("mlflow", [
+            str(VENV_BIN / "mlflow"), "server",
+            "--host", "127.0.0.1", "--port", str(self.mlflow_port), "--workers", "1",
+            "--backend-store-uri", f"sqlite:///{self.home / 'mlflow' / 'mlflow.db'}",
+            "--serve-artifacts", "--artifacts-destination", f"s3://{self.bucket}/mlflow",
+            "--allowed-hosts", f"127.0.0.1:{self.mlflow_port},localhost:{self.mlflow_port},127.0.0.1,localhost",
+        ], self._mlflow_env(), self.mlflow_port)
+        af_env = self.env()
+        airflow = str(VENV_BIN / "airflow")
+        out = {"s3": s3, "mlflow": mlflow}
+        for comp in AIRFLOW_COMPONENTS:
+            argv = [airflow, comp]
+            if comp == "api-server":
+                argv += ["--host", "127.0.0.1", "--port", str(self.airflow_port), "--workers", "1"]
+            if comp in ("scheduler", "triggerer"):
+                # One host, one log folder: the API server reads task logs from disk, so no log-serving
+                # sidecar (and no extra fixed port 8793/8794 to collide between stacks).
+                argv.append("--skip-serve-logs")
+            out[f"airflow-{comp}"] = Service(f"airflow-{comp}", argv, af_env,
+                                             self.airflow_port if comp == "api-server" else None)
+        return out
+
+    # ---- process bookkeeping ---------------------------------------------------------------------------
+    def _read_pid(self, name: str) -> tuple[int, str] | None:
+        try:
+            pid, start = self.pid_path(name).read_text().split()
+            return int(pid), start
+        except (FileNotFoundError, ValueError):
+            return None
+
+    def _pid(self, name: str) -> int | None:
+        """Pid of our running service, or None (pid file missing, process gone, or pid reused)."""
+        rec = self._read_pid(name)
+        if rec and _alive(rec[0]) and _start_time(rec[0]) == rec[1]:
+            return rec[0]
+        return None
+
+    def _spawn(self, svc: Service) -> None:
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        log = open(self.log_path(svc.name), "ab")
+        log.write(f"\n==== {time.strftime('%Y-%m-%d %H:%M:%S')} starting: {shlex.join(svc.argv)}\n".encode())
+        log.flush()
+        proc = subprocess.Popen(
+            svc.argv, env={**svc.env, OWNER_MARKER: str(self.home)}, cwd=self.home,
+            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        log.close()
+        self._procs[svc.name] = proc
+        self.pid_path(svc.name).write_text(f"{proc.pid} {_start_time(proc.pid)}\n")
+
+    def _fail(self, name: str, cause: str | None = None) -> StackError:
+        log = self.log_path(name)
+        return StackError(f"{name} failed to start: {cause or _last_meaningful_line(log)}; log: {log}")
+
+    # ---- health ----------------------------------------------------------------------------------------
+    def _s3_health(self) -> tuple[bool, str]:
+        try:
+            self.s3_client(connect_timeout=2, retries=0).list_buckets()
+            return True, "ok"
+        except Exception as exc:  # noqa: BLE001 - any failure just means "not healthy yet"
+            return False, f"{type(exc).__name__}: {exc}"
+
+    def _mlflow_health(self) -> tuple[bool, str]:
+        return _http_ok(f"{self.mlflow_url}/health")
+
+    def airflow_health(self) -> dict[str, str]:
+        """Status per health section ('healthy'/'unhealthy'/...), or {'error': ...} when unreachable."""
+        try:
+            with urllib.request.urlopen(f"{self.airflow_url}/api/v2/monitor/health", timeout=3) as resp:
+                body = json.load(resp)
+            return {k: (v or {}).get("status") or "unknown" for k, v in body.items()}
+        except Exception as exc:  # noqa: BLE001
+            return {"error": f"{type(exc).__name__}: {exc}"}
+
+    def _health(self, name: str, airflow: dict[str, str] | None = None) -> tuple[bool, str]:
+        if name == "s3":
+            return self._s3_health()
+        if name == "mlflow":
+            return self._mlflow_health()
+        airflow = airflow if airflow is not None else self.airflow_health()
+        if "error" in airflow:
+            return False, airflow["error"]
+        status = airflow.get(HEALTH_KEY[name], "missing")
+        return status == "healthy", status
+
+    def _wait_healthy(self, names: list[str]) -> None:
+        """Wait until every service is healthy; fail fast if one of its processes exits."""
+        pending = list(names)
+        deadline = time.monotonic() + self.startup_timeout
+        last: dict[str, str] = {}
+        while pending:
+            airflow = self.airflow_health() if any(n.startswith("airflow-") for n in pending) else {}
+            for name in list(pending):
+                if self._pid(name) is None:
+                    raise self._fail(name)
+                ok, detail = self._health(name, airflow)
+                last[name] = detail
+                if ok:
+                    pending.remove(name)
+            if pending and time.monotonic() > deadline:
+                name = pending[0]
+                raise self._fail(name, f"not healthy after {self.startup_timeout:.0f}s "
+                                       f"({last[name]}); last log line: {_last_meaningful_line(self.log_path(name))}")
+            if pending:
+                time.sleep(0.5)
+
+    # ---- lifecycle -------------------------------------------------------------------------------------
+    @contextmanager
+    def _lock(self) -> Iterator[None]:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.run_dir / "stack.lock", "w") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)  # two concurrent `up`s must not both start processes
+            try:
+                yield
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+
+    def _prepare_dirs(self) -> None:
+        for sub in ("s3", "mlflow", "airflow", "source", "run", "logs"):
+            (self.home / sub).mkdir(parents=True, exist_ok=True)
+        (self.home / "rclone.conf").touch()
+        pw = self.airflow_home / "passwords.json"
+        if not pw.exists():
+            pw.write_text(json.dumps({ADMIN_USER: ADMIN_PASSWORD}))
+
+    def _check_ports(self, names: list[str]) -> None:
+        svcs = self.services()
+        for name in names:
+            port = svcs[name].port
+            if port is not None and self._pid(name) is None and not _port_free(port):
+                label = "airflow" if name.startswith("airflow") else name
+                var = {"s3": "MLOPS_S3_PORT", "mlflow": "MLOPS_MLFLOW_PORT"}.get(name, "MLOPS_AIRFLOW_PORT")
+                raise StackError(f"port {port} ({label}) is already in use by another process; set {var}")
+
+    def up(self, services: tuple[str, ...] | list[str] = SERVICES, echo: Callable[[str], None] = lambda _: None) -> None:
+        """Start what is not running, wait until everything is healthy. Idempotent."""
+        names = [n for n in SERVICES if n in services]
+        t0 = time.monotonic()
+        with self._lock():
+            self._prepare_dirs()
+            self.write_env_file()
+            self._check_ports(names)
+            started: list[str] = []
+            svcs = self.services()
+            try:
+                if "s3" in names:
+                    if self._pid("s3") is None:
+                        self._spawn(svcs["s3"])
+                        started.append("s3")
+                    self._wait_healthy(["s3"])
+                    self._ensure_bucket()
+                    echo(f"s3 ready at {self.s3_url} ({time.monotonic() - t0:.1f}s)")
+                if "mlflow" in names and self._pid("mlflow") is None:
+                    self._spawn(svcs["mlflow"])
+                    started.append("mlflow")
+                af = [n for n in names if n.startswith("airflow-")]
+                if af and any(self._pid(n) is None for n in af):
+                    self._migrate_airflow()
+                    for n in af:
+                        if self._pid(n) is None:
+                            self._spawn(svcs[n])
+                            started.append(n)
+                rest = [n for n in names if n != "s3"]
+                self._wait_healthy(rest)
+            except BaseException:
+                for n in started:  # all-or-nothing: do not leave half a stack behind
+                    self._stop(n)
+                raise
+            echo(f"stack ready in {time.monotonic() - t0:.1f}s")
+
+    def _migrate_airflow(self) -> None:
+        """`airflow db migrate`, once per Airflow version (a stamp file avoids the ~15 s on every `up`)."""
+        from importlib.metadata import version
+
+        stamp = self.airflow_home / ".migrated"
+        want = version("apache-airflow")
+        if stamp.exists() and stamp.read_text().strip() == want:
+            return
+        log = self.log_path("airflow-db-migrate")
+        with open(log, "ab") as fh:
+            rc = subprocess.run([str(VENV_BIN / "airflow"), "db", "migrate"], env=self.env(), cwd=self.home,
+                                stdin=subprocess.DEVNULL, stdout=fh, stderr=subprocess.STDOUT,
+                                timeout=self.startup_timeout * 2).returncode
+        if rc != 0:
+            raise self._fail("airflow-db-migrate", None)
+        stamp.write_text(want)
+
+    def _ensure_bucket(self) -> None:
+        s3 = self.s3_client()
+        names = {b["Name"] for b in s3.list_buckets().get("Buckets", [])}
+        if self.bucket not in names:
+            s3.create_bucket(Bucket=self.bucket)
+
+    def _stop(self, name: str) -> None:
+        """SIGTERM the service's process group, SIGKILL it after the grace period."""
+        rec = self._read_pid(name)
+        pid = self._pid(name)
+        if pid is not None:
+            _signal_group(pid, signal.SIGTERM)
+            deadline = time.monotonic() + self.stop_grace
+            while time.monotonic() < deadline and _group_alive(pid):
+                self._reap()
+                time.sleep(0.2)
+            if _group_alive(pid):
+                _signal_group(pid, signal.SIGKILL)
+        elif rec:  # leader gone but children of its group may survive
+            _signal_group(rec[0], signal.SIGKILL)
+        self._reap()
+        self.pid_path(name).unlink(missing_ok=True)
+
+    def _reap(self) -> None:
+        for proc in self._procs.values():
+            proc.poll()
+
+    def down(self, echo: Callable[[str], None] = lambda _: None) -> None:
+        """Stop every service and verify (via /proc) that no process of this stack is left."""
+        with self._lock():
+            # Stop consumers first (scheduler/dag-processor talk to the API server, MLflow to S3).
+            for name in reversed(SERVICES):
+                if self._read_pid(name):
+                    self._stop(name)
+                    echo(f"stopped {name}")
+            leftovers = self.stray_processes()
+            for pid, _why in leftovers:
+                _kill(pid, signal.SIGKILL)
+            time.sleep(0.3 if leftovers else 0)
+            self._reap()
+            left = self.stray_processes()
+            if left:
+                raise StackError("processes still running after down: "
+                                 + ", ".join(f"{pid} ({why})" for pid, why in left))
+
+    def stray_processes(self) -> list[tuple[int, str]]:
+        """Processes (not us or our ancestors) started by this stack: marker env var, home in cmdline/cwd."""
+        home = str(self.home)
+        skip = _ancestors(os.getpid())
+        found = []
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit() or int(entry.name) in skip:
+                continue
+            pid = int(entry.name)
+            if _state(pid) in ("Z", "X", None):
+                continue
+            try:
+                cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+                environ = (entry / "environ").read_bytes().split(b"\0")
+                cwd = os.readlink(entry / "cwd")
+            except OSError:
+                continue
+            if f"{OWNER_MARKER}={home}".encode() in environ:
+                found.append((pid, f"env: {cmdline[:80]}"))
+            elif home in cmdline:
+                found.append((pid, f"cmdline: {cmdline[:80]}"))
+            elif cwd == home or cwd.startswith(home + os.sep):
+                found.append((pid, f"cwd: {cmdline[:80]}"))
+        return found
+
+    def status(self) -> dict[str, dict]:
+        airflow = self.airflow_health()
+        out = {}
+        for name, svc in self.services().items():
+            pid = self._pid(name)
+            ok, detail = self._health(name, airflow) if pid else (False, "not running")
+            out[name] = ServiceStatus(name, pid, svc.port, pid is not None, ok, detail,
+                                      str(self.log_path(name))).__dict__
+        return out
+
+    def is_up(self) -> bool:
+        return all(s["healthy"] for s in self.status().values())
+
+    # ---- clients ---------------------------------------------------------------------------------------
+    def s3_client(self, connect_timeout: float = 5, retries: int = 3):
+        import boto3
+        from botocore.config import Config
+
+        return boto3.client(
+            "s3", endpoint_url=self.s3_url, region_name=REGION,
+            aws_access_key_id=self.s3_access_key, aws_secret_access_key=self.s3_secret_key,
+            config=Config(
+                s3={"addressing_style": "path"}, signature_version="s3v4",
+                connect_timeout=connect_timeout, read_timeout=60,
+                retries={"max_attempts": retries, "mode": "standard"},
+                request_checksum_calculation="when_required", response_checksum_validation="when_required",
+            ),
+        )
+
+    def airflow_client(self):
+        from ml_ops.airflow_client import AirflowClient
+
+        return AirflowClient(self.airflow_url, *self.admin_login)
+
+
+# ---- small /proc and socket helpers ----------------------------------------------------------------------
+def _stat_fields(pid: int) -> list[str] | None:
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return raw[raw.rindex(")") + 2:].split()  # fields after "pid (comm)"; comm may contain spaces
+
+
+def _state(pid: int) -> str | None:
+    f = _stat_fields(pid)
+    return f[0] if f else None
+
+
+def _start_time(pid: int) -> str:
+    f = _stat_fields(pid)
+    return f[19] if f else "?"  # field 22 of stat: start time in clock ticks (guards against pid reuse)
+
+
+def _alive(pid: int) -> bool:
+    return _state(pid) not in (None, "Z", "X")
+
+
+def _group_alive(pgid: int) -> bool:
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            f = _stat_fields(int(entry.name))
+            if f and f[2] == str(pgid) and f[0] not in ("Z", "X"):
+                return True
+    return False
+
+
+def _ancestors(pid: int) -> set[int]:
+    out = set()
+    while pid > 0 and pid not in out:
+        out.add(pid)
+        f = _stat_fields(pid)
+        pid = int(f[1]) if f else 0
+    return out
+
+
+def _signal_group(pgid: int, sig: int) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _kill(pid: int, sig: int) -> None:
+    try:
+        os.kill(pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def _http_ok(url: str) -> tuple[bool, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=3) as resp:
+            return resp.status == 200, f"HTTP {resp.status}"
+    except urllib.error.HTTPError as exc:
+        return False, f"HTTP {exc.code}"
+    except Exception as exc:  # noqa: BLE001
+        return False, f"{type(exc).__name__}: {exc}"
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+_ERRORISH = re.compile(r"error|exception|fatal|failed|address already in use|permission denied", re.I)
+
+
+def _last_meaningful_line(log: Path, max_len: int = 240) -> str:
+    """The most telling line of the latest run in a log: last error-like line, else last non-empty one."""
+    try:
+        text = log.read_text(errors="replace")
+    except OSError:
+        return "no log written"
+    text = text.rsplit("\n==== ", 1)[-1]  # only the most recent start
+    lines = [_ANSI.sub("", ln).strip() for ln in text.splitlines()[1:]]
+    lines = [ln for ln in lines if ln and not ln.startswith(("File \"", "^", "~", "Traceback"))]
+    if not lines:
+        return "process exited without output"
+    errors = [ln for ln in lines if _ERRORISH.search(ln)]
+    line = (errors or lines)[-1]
+    return line if len(line) <= max_len else line[: max_len - 3] + "..."
+
+
+def _print_status(stack: Stack) -> None:
+    print(f"MLOPS_HOME={stack.home}")
+    for s in stack.status().values():
+        health = "healthy" if s["healthy"] else f"unhealthy ({s['detail']})"
+        if not s["running"]:
+            health = "stopped"
+        print(f"{s['name']:<22} pid={s['pid'] or '-':<8} port={s['port'] or '-':<6} {health:<28} log={s['log']}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m ml_ops.stack", description=__doc__.splitlines()[0])
+    parser.add_argument("command", choices=["up", "down", "status"])
+    parser.add_argument("--only", nargs="*", choices=SERVICES, help="subset of services (for `up`)")
+    args = parser.parse_args(argv)
+    stack = Stack.from_env()
+    try:
+        if args.command == "up":
+            stack.up(tuple(args.only) if args.only else SERVICES, echo=print)
+            print(f"airflow: {stack.airflow_url} (login {ADMIN_USER}/{ADMIN_PASSWORD})  mlflow: {stack.mlflow_url}  "
+                  f"s3: {stack.s3_url}\nenv for the airflow CLI: source {stack.home / 'stack.env'}")
+        elif args.command == "down":
+            stack.down(echo=print)
+            print("stack stopped; no processes left")
+        else:
+            _print_status(stack)
+            return 0 if stack.is_up() else 3
+    except StackError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

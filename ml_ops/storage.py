@@ -1,0 +1,147 @@
+"""Object store for pipeline data: partition URIs, atomic writes, parquet and JSON I/O.
+
+Every object is written whole in one PUT (multipart uploads too become visible only when
+completed), so a reader sees the old object or the new one, never a partial file. Writes
+overwrite their own partition, which makes re-running a task for the same interval idempotent.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlparse
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+
+def parse_uri(uri: str) -> tuple[str, str]:
+    parsed = urlparse(uri)
+    if parsed.scheme != "s3" or not parsed.netloc:
+        raise ValueError(f"expected an s3://bucket/key URI, got {uri!r}")
+    return parsed.netloc, parsed.path.lstrip("/")
+
+
+def partition_uri(prefix: str, stage: str, ds: str, filename: str = "data.parquet") -> str:
+    """``s3://<bucket>/pipelines/<p>/<stage>/ds=<ds>/<filename>``."""
+    return f"{prefix.rstrip('/')}/{stage}/ds={ds}/{filename}"
+
+
+@dataclass
+class ObjectStore:
+    client: Any  # a boto3 S3 client
+
+    # --- bytes -------------------------------------------------------------------------------
+    def put_bytes(self, uri: str, data: bytes, content_type: str = "application/octet-stream") -> str:
+        bucket, key = parse_uri(uri)
+        self.client.put_object(Bucket=bucket, Key=key, Body=data, ContentType=content_type)
+        return uri
+
+    def get_bytes(self, uri: str) -> bytes:
+        bucket, key = parse_uri(uri)
+        return self.client.get_object(Bucket=bucket, Key=key)["Body"].read()
+
+    def exists(self, uri: str) -> bool:
+        bucket, key = parse_uri(uri)
+        try:
+            self.client.head_object(Bucket=bucket, Key=key)
+            return True
+        except self.client.exceptions.ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                return False
+            raise
+
+    def list(self, prefix_uri: str) -> list[str]:
+        bucket, prefix = parse_uri(prefix_uri)
+        uris: list[str] = []
+        for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+            uris.extend(f"s3://{bucket}/{obj['Key']}" for obj in page.get("Contents", []))
+        return sorted(uris)
+
+    def delete(self, uri: str) -> None:
+        bucket, key = parse_uri(uri)
+        self.client.delete_object(Bucket=bucket, Key=key)
+
+    # --- files -------------------------------------------------------------------------------
+    def upload_file(self, path: str, uri: str) -> str:
+        bucket, key = parse_uri(uri)
+        self.client.upload_file(path, bucket, key)
+        return uri
+
+    def download_file(self, uri: str, path: str) -> str:
+        bucket, key = parse_uri(uri)
+        self.client.download_file(bucket, key, path)
+        return path
+
+    # --- parquet -----------------------------------------------------------------------------
+    def write_parquet(self, df: pd.DataFrame, uri: str) -> str:
+        """Write locally first, then upload the finished file: no partial object is ever visible."""
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        with tempfile.TemporaryDirectory(prefix="mlops-") as tmp:
+            path = os.path.join(tmp, "data.parquet")
+            pq.write_table(pa.Table.from_pandas(df, preserve_index=False), path, compression="snappy")
+            return self.upload_file(path, uri)
+
+    def read_parquet(self, uri: str, columns: list[str] | None = None) -> pd.DataFrame:
+        import pyarrow.parquet as pq
+
+        with tempfile.TemporaryDirectory(prefix="mlops-") as tmp:
+            path = self.download_file(uri, os.path.join(tmp, "data.parquet"))
+            return pq.read_table(path, columns=columns).to_pandas()
+
+    # --- json / text -------------------------------------------------------------------------
+    def write_json(self, obj: Any, uri: str) -> str:
+        data = json.dumps(obj, indent=2, sort_keys=True, default=str).encode()
+        return self.put_bytes(uri, data, "application/json")
+
+    def read_json(self, uri: str) -> Any:
+        return json.loads(self.get_bytes(uri))
+
+    def write_text(self, text: str, uri: str, content_type: str = "text/html; charset=utf-8") -> str:
+        return self.put_bytes(uri, text.encode(), content_type)
+
+    def append_jsonl(self, uri: str, record: dict, *, key: str) -> bool:
+        """Append ``record`` to a JSON-lines log unless a record with the same ``key`` value is there.
+
+        S3 has no append: the log is rewritten whole (atomically). Callers serialise writers
+        (max_active_runs=1 per pipeline); the key makes a retried task not log twice.
+        Returns False when the record was already present.
+        """
+        lines = self.get_bytes(uri).decode().splitlines() if self.exists(uri) else []
+        if any(json.loads(line).get(key) == record[key] for line in lines if line.strip()):
+            return False
+        lines.append(json.dumps(record, sort_keys=True, default=str))
+        self.put_bytes(uri, ("\n".join(lines) + "\n").encode(), "application/x-ndjson")
+        return True
+
+    def read_jsonl(self, uri: str) -> list[dict]:
+        if not self.exists(uri):
+            return []
+        return [json.loads(line) for line in io.StringIO(self.get_bytes(uri).decode()) if line.strip()]
+
+
+def store_from_airflow(aws_conn_id: str = "aws_default") -> ObjectStore:
+    """Store built from an Airflow AWS connection (endpoint_url in its extra for MinIO/rclone)."""
+    from airflow.providers.amazon.aws.hooks.s3 import S3Hook
+
+    return ObjectStore(S3Hook(aws_conn_id=aws_conn_id).get_conn())
+
+
+def store_from_env() -> ObjectStore:
+    """Store for scripts and tests outside Airflow: MLOPS_S3_ENDPOINT + AWS_* credentials."""
+    import boto3
+
+    client = boto3.client(
+        "s3",
+        endpoint_url=os.environ.get("MLOPS_S3_ENDPOINT"),
+        aws_access_key_id=os.environ.get("AWS_ACCESS_KEY_ID"),
+        aws_secret_access_key=os.environ.get("AWS_SECRET_ACCESS_KEY"),
+        region_name=os.environ.get("AWS_DEFAULT_REGION", "us-east-1"),
+    )
+    return ObjectStore(client)
