@@ -124,6 +124,17 @@ class AirflowClient:
             body["dag_run_id"] = run_id
         return self.request("POST", f"/dags/{_q(dag_id)}/dagRuns", body=body)["dag_run_id"]
 
+    def backfill(self, dag_id: str, from_date, to_date, max_active_runs: int = 1,
+                 reprocess_behavior: str = "none") -> dict:
+        """Create a backfill: one run per schedule interval in [from_date, to_date], oldest first."""
+        body = {"dag_id": dag_id, "from_date": _iso(_as_datetime(from_date)), "to_date": _iso(_as_datetime(to_date)),
+                "max_active_runs": max_active_runs, "reprocess_behavior": reprocess_behavior}
+        return self.request("POST", "/backfills", body=body)
+
+    def dag_runs(self, dag_id: str, limit: int = 100) -> list[dict]:
+        page = self.request("GET", f"/dags/{_q(dag_id)}/dagRuns", params={"limit": limit, "order_by": "-logical_date"})
+        return page["dag_runs"]
+
     def get_run(self, dag_id: str, run_id: str) -> dict:
         return self.request("GET", f"/dags/{_q(dag_id)}/dagRuns/{_q(run_id)}")
 
@@ -178,6 +189,13 @@ class AirflowClient:
 
 def _q(value: str) -> str:
     return urllib.parse.quote(value, safe="")
+
+
+def _as_datetime(value) -> datetime:
+    """A date means its midnight UTC."""
+    if isinstance(value, datetime):
+        return value
+    return datetime(value.year, value.month, value.day, tzinfo=timezone.utc)
 
 
 def _iso(dt: datetime) -> str:

@@ -33,11 +33,23 @@ def read_interval(engine, sql: str, start: datetime, end: datetime, parse_dates:
     params = {"start": _naive_utc(start), "end": _naive_utc(end)}
     with engine.connect() as conn:
         df = pd.read_sql(text(sql), conn, params=params)
+    _stringify_mixed(df)
     for column in parse_dates:
         # Coerce rather than fail here: a malformed timestamp is validation's job to report.
         if column in df.columns and not pd.api.types.is_datetime64_any_dtype(df[column]):
             df[column] = pd.to_datetime(df[column], errors="coerce", format="ISO8601")
     return df
+
+
+def _stringify_mixed(df: pd.DataFrame) -> None:
+    """A column holding numbers and text (SQLite allows it) cannot be written to parquet as is.
+    Keep every value as text instead of failing here, so validation can name the bad values."""
+    import pandas as pd
+
+    for column in df.columns[df.dtypes == object]:
+        kind = pd.api.types.infer_dtype(df[column], skipna=True)
+        if kind.startswith("mixed"):
+            df[column] = df[column].map(lambda v: None if pd.isna(v) else str(v))
 
 
 def extract_interval(

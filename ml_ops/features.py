@@ -92,35 +92,54 @@ def build_features(today: pd.DataFrame, history: pd.DataFrame | None, *, entity:
 def _entity_features(ent: pd.Series, t: np.ndarray, amt: np.ndarray | None, n_hist: int) -> dict[str, np.ndarray]:
     """Window features for rows [n_hist:] of (ent, t, amt), using all rows strictly earlier in time.
 
-    Entities are coded to ints and timestamps to dense ranks, so (entity, time) fits one int64 sort key and every
-    window bound is a single searchsorted on the sorted keys.
+    Entities are coded to ints and timestamps to dense ranks, so (entity, time) fits one int64 sort key; every
+    window bound is then a searchsorted on sorted keys, done with sorted needles so the lookups stay cache friendly.
     """
+    n = len(t)
     codes, _ = pd.factorize(ent, sort=False)
     codes = codes.astype(np.int64)
     null = codes < 0
     if null.any():  # a row without entity shares history with nobody
         codes[null] = codes.max() + 1 + np.arange(int(null.sum()))
-    uniq, rank = np.unique(t, return_inverse=True)
+
+    t_order = np.argsort(t, kind="stable")  # near-linear: history and today usually arrive sorted by time
+    ts_sorted = t[t_order]
+    new = np.r_[True, ts_sorted[1:] != ts_sorted[:-1]]
+    uniq = ts_sorted[new]
+    rank = np.empty(n, np.int64)
+    rank[t_order] = np.cumsum(new) - 1
     m = np.int64(len(uniq) + 1)
     key = codes * m + rank
     order = np.argsort(key, kind="stable")
     skey = key[order]
 
-    q_code, q_t = codes[n_hist:], t[n_hist:]
-    q_base = q_code * m
-    hi = np.searchsorted(skey, key[n_hist:], side="left")  # first row of this entity at time >= t
+    # Today's rows in time order (q_time) and in (entity, time) order (q_key), as indices into today.
+    q_time = t_order[t_order >= n_hist] - n_hist
+    pos_key = np.flatnonzero(order >= n_hist)
+    q_key = order[pos_key] - n_hist
+    q_t = t[n_hist:]
+    q_code = codes[n_hist:]
+
+    # First row of the same (entity, time) run: everything before it in the entity's run is strictly earlier.
+    idx = np.arange(n)
+    run_first = np.maximum.accumulate(np.where(np.r_[True, skey[1:] != skey[:-1]], idx, 0))
+    hi = np.empty(n - n_hist, np.int64)
+    hi[q_key] = run_first[pos_key]
 
     def lo(window_ns: int) -> np.ndarray:
-        r = np.searchsorted(uniq, q_t - window_ns, side="left")
-        return np.searchsorted(skey, q_base + r, side="left")
+        r = np.empty(n - n_hist, np.int64)
+        r[q_time] = np.searchsorted(uniq, q_t[q_time] - window_ns, side="left")
+        out = np.empty(n - n_hist, np.int64)
+        out[q_key] = np.searchsorted(skey, q_code[q_key] * m + r[q_key], side="left")
+        return out
 
     lo_7d = lo(7 * _D)
     feats: dict[str, np.ndarray] = {
-        "entity_txn_count_1h": (hi - lo(_H)).astype(np.int64),
-        "entity_txn_count_24h": (hi - lo(_D)).astype(np.int64),
+        "entity_txn_count_1h": hi - lo(_H),
+        "entity_txn_count_24h": hi - lo(_D),
     }
     has_prev = hi > lo_7d
-    prev_t = t[order][np.maximum(hi - 1, 0)]
+    prev_t = t[order[np.maximum(hi - 1, 0)]]
     feats["seconds_since_prev_txn"] = np.where(
         has_prev, np.minimum((q_t - prev_t) / _NS, SECONDS_SINCE_PREV_CAP), SECONDS_SINCE_PREV_CAP)
 
@@ -132,12 +151,11 @@ def _entity_features(ent: pd.Series, t: np.ndarray, amt: np.ndarray | None, n_hi
         ccnt = np.r_[0, np.cumsum(valid[order])]
         n_win = ccnt[hi] - ccnt[lo_7d]
         # Global fallback over the same 7-day window, any entity, strictly earlier.
-        t_order = np.argsort(t, kind="stable")
-        ts_sorted = t[t_order]
         gsum = np.r_[0.0, np.cumsum(filled[t_order])]
         gcnt = np.r_[0, np.cumsum(valid[t_order])]
-        g_hi = np.searchsorted(ts_sorted, q_t, side="left")
-        g_lo = np.searchsorted(ts_sorted, q_t - 7 * _D, side="left")
+        g_hi, g_lo = np.empty(n - n_hist, np.int64), np.empty(n - n_hist, np.int64)
+        g_hi[q_time] = np.searchsorted(ts_sorted, q_t[q_time], side="left")
+        g_lo[q_time] = np.searchsorted(ts_sorted, q_t[q_time] - 7 * _D, side="left")
         g_n = gcnt[g_hi] - gcnt[g_lo]
         with np.errstate(invalid="ignore", divide="ignore"):
             ent_mean = (csum[hi] - csum[lo_7d]) / n_win

@@ -78,7 +78,7 @@ class Stack:
     bucket: str | None = None
     s3_access_key: str | None = None
     s3_secret_key: str | None = None
-    startup_timeout: float = 90.0
+    startup_timeout: float | None = None
     stop_grace: float = 15.0
     _procs: dict[str, subprocess.Popen] = field(default_factory=dict, repr=False)
 
@@ -89,6 +89,8 @@ class Stack:
         self.mlflow_port = int(self.mlflow_port or e.get("MLOPS_MLFLOW_PORT", 5000))
         self.airflow_port = int(self.airflow_port or e.get("MLOPS_AIRFLOW_PORT", 8080))
         self.bucket = self.bucket or e.get("MLOPS_BUCKET", "mlops")
+        # Cold start measured ~50 s on 2 idle cores; leave headroom for a loaded CI machine.
+        self.startup_timeout = float(self.startup_timeout or e.get("MLOPS_STARTUP_TIMEOUT", 120))
         self.s3_access_key = self.s3_access_key or e.get("MLOPS_S3_ACCESS_KEY", "mlops")
         self.s3_secret_key = self.s3_secret_key or e.get("MLOPS_S3_SECRET_KEY", "mlops-secret")
 
@@ -126,8 +128,21 @@ class Stack:
         return f"http://127.0.0.1:{self.airflow_port}"
 
     @property
+    def source_db_url(self) -> str:
+        """SQLAlchemy URL of the embedded source database (connection ``source_db``)."""
+        return f"sqlite:///{self.source_db}"
+
+    @property
     def admin_login(self) -> tuple[str, str]:
         return ADMIN_USER, ADMIN_PASSWORD
+
+    @property
+    def admin_user(self) -> str:
+        return ADMIN_USER
+
+    @property
+    def admin_password(self) -> str:
+        return ADMIN_PASSWORD
 
     def log_path(self, name: str) -> Path:
         return self.log_dir / f"{name}.log"
@@ -288,14 +303,13 @@ class Stack:
     def _spawn(self, svc: Service) -> None:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        log = open(self.log_path(svc.name), "ab")
-        log.write(f"\n==== {time.strftime('%Y-%m-%d %H:%M:%S')} starting: {shlex.join(svc.argv)}\n".encode())
-        log.flush()
-        proc = subprocess.Popen(
-            svc.argv, env={**svc.env, OWNER_MARKER: str(self.home)}, cwd=self.home,
-            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-        )
-        log.close()
+        with open(self.log_path(svc.name), "ab") as log:
+            log.write(f"\n==== {time.strftime('%Y-%m-%d %H:%M:%S')} starting: {shlex.join(svc.argv)}\n".encode())
+            log.flush()
+            proc = subprocess.Popen(
+                svc.argv, env={**svc.env, OWNER_MARKER: str(self.home)}, cwd=self.home,
+                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            )
         self._procs[svc.name] = proc
         self.pid_path(svc.name).write_text(f"{proc.pid} {_start_time(proc.pid)}\n")
 
@@ -414,8 +428,7 @@ class Stack:
                 rest = [n for n in names if n != "s3"]
                 self._wait_healthy(rest)
             except BaseException:
-                for n in started:  # all-or-nothing: do not leave half a stack behind
-                    self._stop(n)
+                self._stop(*started)  # all-or-nothing: do not leave half a stack behind
                 raise
             echo(f"stack ready in {time.monotonic() - t0:.1f}s")
 
@@ -429,7 +442,7 @@ class Stack:
             return
         log = self.log_path("airflow-db-migrate")
         with open(log, "ab") as fh:
-            rc = subprocess.run([str(VENV_BIN / "airflow"), "db", "migrate"], env=self.env(), cwd=self.home,
+            rc = subprocess.run([str(VENV_BIN / "airflow"), "db", "migrate"], check=False, env=self.env(), cwd=self.home,
                                 stdin=subprocess.DEVNULL, stdout=fh, stderr=subprocess.STDOUT,
                                 timeout=self.startup_timeout * 2).returncode
         if rc != 0:
@@ -442,22 +455,25 @@ class Stack:
         if self.bucket not in names:
             s3.create_bucket(Bucket=self.bucket)
 
-    def _stop(self, name: str) -> None:
-        """SIGTERM the service's process group, SIGKILL it after the grace period."""
-        rec = self._read_pid(name)
-        pid = self._pid(name)
-        if pid is not None:
-            _signal_group(pid, signal.SIGTERM)
-            deadline = time.monotonic() + self.stop_grace
-            while time.monotonic() < deadline and _group_alive(pid):
-                self._reap()
-                time.sleep(0.2)
-            if _group_alive(pid):
-                _signal_group(pid, signal.SIGKILL)
-        elif rec:  # leader gone but children of its group may survive
-            _signal_group(rec[0], signal.SIGKILL)
+    def _stop(self, *names: str) -> None:
+        """SIGTERM the services' process groups together, SIGKILL what is left after the grace period."""
+        groups = []
+        for name in names:
+            # If the leader is gone its pid may have been reused: leave survivors to the marker scan in down().
+            pid = self._pid(name)
+            if pid is not None:
+                _signal_group(pid, signal.SIGTERM)
+                groups.append(pid)
+        deadline = time.monotonic() + self.stop_grace
+        while time.monotonic() < deadline and any(_group_alive(g) for g in groups):
+            self._reap()
+            time.sleep(0.2)
+        for g in groups:
+            if _group_alive(g):
+                _signal_group(g, signal.SIGKILL)
         self._reap()
-        self.pid_path(name).unlink(missing_ok=True)
+        for name in names:
+            self.pid_path(name).unlink(missing_ok=True)
 
     def _reap(self) -> None:
         for proc in self._procs.values():
@@ -466,11 +482,12 @@ class Stack:
     def down(self, echo: Callable[[str], None] = lambda _: None) -> None:
         """Stop every service and verify (via /proc) that no process of this stack is left."""
         with self._lock():
-            # Stop consumers first (scheduler/dag-processor talk to the API server, MLflow to S3).
-            for name in reversed(SERVICES):
-                if self._read_pid(name):
-                    self._stop(name)
-                    echo(f"stopped {name}")
+            # Airflow first (its tasks may still write to MLflow/S3), then MLflow, then S3.
+            for group in ([n for n in SERVICES if n.startswith("airflow-")], ["mlflow"], ["s3"]):
+                names = [n for n in group if self._read_pid(n)]
+                self._stop(*names)
+                for n in names:
+                    echo(f"stopped {n}")
             leftovers = self.stray_processes()
             for pid, _why in leftovers:
                 _kill(pid, signal.SIGKILL)
@@ -617,7 +634,7 @@ def _http_ok(url: str) -> tuple[bool, str]:
 
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
-_ERRORISH = re.compile(r"error|exception|fatal|failed|address already in use|permission denied", re.I)
+_ERRORISH = re.compile(r"error|exception|fatal|failed|address already in use|permission denied", re.IGNORECASE)
 
 
 def _last_meaningful_line(log: Path, max_len: int = 240) -> str:

@@ -21,13 +21,16 @@ import os
 import sys
 import tempfile
 import time
-import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+import mlflow
+import mlflow.pyfunc
 import numpy as np
 import pandas as pd
+from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
 from sklearn.base import is_classifier
 from sklearn.compose import ColumnTransformer
 from sklearn.impute import SimpleImputer
@@ -41,11 +44,6 @@ from sklearn.metrics import (
 )
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
-
-import mlflow
-import mlflow.pyfunc
-from mlflow import MlflowClient
-from mlflow.exceptions import MlflowException
 
 SCORE_THRESHOLD = 0.5  # probability cut-off for f1 / precision / recall
 METRIC_NAMES = ("roc_auc", "pr_auc", "f1", "precision", "recall", "log_loss")
@@ -112,20 +110,17 @@ def build_model(estimator: str, params: dict, numeric: list[str], categorical: l
     return Pipeline([("preprocess", ColumnTransformer(transformers, remainder="drop")), ("clf", clf)])
 
 
-with warnings.catch_warnings():
-    # MLflow nags about missing type hints; hints would switch on its own input conversion,
-    # while the logged signature already enforces the input schema.
-    warnings.simplefilter("ignore", UserWarning)
+class ScoreModel(mlflow.pyfunc.PythonModel):
+    """pyfunc wrapper: predict() returns P(positive class) as a 1-D float array."""
 
-    class ScoreModel(mlflow.pyfunc.PythonModel):
-        """pyfunc wrapper: predict() returns P(positive class) as a 1-D float array."""
+    def __init__(self, pipeline):
+        self.pipeline = pipeline
 
-        def __init__(self, pipeline):
-            self.pipeline = pipeline
-
-        def predict(self, context, model_input, params=None):
-            proba = self.pipeline.predict_proba(model_input)
-            return np.asarray(proba)[:, 1].astype("float64")
+    # The pd.DataFrame hint is one MLflow infers no schema from: it silences MLflow's
+    # "add type hints" warning without changing input handling (the signature still applies).
+    def predict(self, context, model_input: pd.DataFrame, params=None) -> np.ndarray:
+        proba = self.pipeline.predict_proba(model_input)
+        return np.asarray(proba)[:, 1].astype("float64")
 
 
 # --------------------------------------------------------------------------- metrics
@@ -404,7 +399,10 @@ def train_and_register(
             mlflow.log_artifact(path, artifact_path=os.path.dirname(REFERENCE_ARTIFACT))
 
         t0 = time.perf_counter()
-        info = log_score_model(pipeline, train_df[features].head(5).reset_index(drop=True))
+        # numeric columns as float64 in the signature: integer columns would reject NaN at serving
+        example = train_df[features].head(5).reset_index(drop=True)
+        example = example.astype({c: "float64" for c in numeric})
+        info = log_score_model(pipeline, example)
         metrics["model_logging_seconds"] = time.perf_counter() - t0
         mlflow.log_metrics(metrics)
         run_id = run.info.run_id

@@ -1,16 +1,20 @@
-"""Thin Airflow operators over the plain functions in ml_ops."""
+"""Thin Airflow operators over ``ml_ops.steps``."""
 
-from ml_ops.operators.compare import CompareOperator
-from ml_ops.operators.extract import ExtractOperator
-from ml_ops.operators.features import FeaturesOperator
-from ml_ops.operators.promote import PromoteOperator
-from ml_ops.operators.train import TrainOperator
-from ml_ops.operators.validate import ValidateOperator
+from ml_ops.operators.pipeline import (
+    CompareOperator,
+    ExtractOperator,
+    FeaturesOperator,
+    PipelineOperator,
+    PromoteOperator,
+    TrainOperator,
+    ValidateOperator,
+)
 
 __all__ = [
     "CompareOperator",
     "ExtractOperator",
     "FeaturesOperator",
+    "PipelineOperator",
     "PromoteOperator",
     "TrainOperator",
     "ValidateOperator",

@@ -12,8 +12,15 @@ import sqlalchemy as sa
 from ml_ops.sim.transactions import ConceptChange, CovariateShift, Event, generate_transactions
 from ml_ops.sim.tumors import generate_tumors
 
-__all__ = ["generate_transactions", "generate_tumors", "CovariateShift", "ConceptChange", "Event", "load_source",
-           "LoadResult"]
+__all__ = [
+    "ConceptChange",
+    "CovariateShift",
+    "Event",
+    "LoadResult",
+    "generate_transactions",
+    "generate_tumors",
+    "load_source",
+]
 
 _TIMESTAMP_CANDIDATES = ("ts", "observed_at")
 

@@ -1,0 +1,141 @@
+"""Thin Airflow operators over ``ml_ops.steps``.
+
+An operator holds the pipeline name (templated), builds its clients from Airflow connections in
+``execute`` (never at parse time), calls one step, and maps the step's outcome onto Airflow:
+``SkipStep`` → skipped, ``DataValidationError`` → failed without retries (the data will not change).
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+
+from airflow.sdk import BaseOperator
+
+from ml_ops.config import Pipeline, load_pipeline_by_name
+from ml_ops.interval import interval_from_context
+
+
+class PipelineOperator(BaseOperator):
+    template_fields = ("pipeline",)
+    ui_color = "#e8f4fd"
+
+    def __init__(self, *, pipeline: str, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.pipeline = pipeline
+
+    @cached_property
+    def cfg(self) -> Pipeline:
+        return load_pipeline_by_name(self.pipeline)
+
+    def store(self):
+        from ml_ops.storage import store_from_airflow
+
+        return store_from_airflow(self.cfg.aws_conn_id)
+
+    def tracking_uri(self) -> str:
+        from ml_ops.hooks.mlflow import MlflowHook
+
+        return MlflowHook(self.cfg.mlflow_conn_id).get_tracking_uri()
+
+    def execute(self, context):
+        from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
+
+        from ml_ops.steps import SkipStep
+        from ml_ops.validate import DataValidationError
+
+        try:
+            result = self.run_step(context, interval_from_context(context))
+        except SkipStep as skip:
+            raise AirflowSkipException(str(skip)) from None
+        except DataValidationError as failed:
+            raise AirflowFailException(str(failed)) from None
+        self.log.info("%s: %s", self.task_id, result)
+        return result
+
+    def run_step(self, context, interval):
+        raise NotImplementedError
+
+
+class ExtractOperator(PipelineOperator):
+    """Source rows of the run's day → ``raw/ds=<day>/data.parquet``. XCom: ``{uri, rows}``."""
+
+    def run_step(self, context, interval):
+        from airflow.sdk import BaseHook
+
+        from ml_ops.steps import extract_step
+
+        engine = BaseHook.get_connection(self.cfg.source.conn_id).get_hook().get_sqlalchemy_engine()
+        return extract_step(self.cfg, self.store(), interval, engine)
+
+
+class ValidateOperator(PipelineOperator):
+    """Expectation suite + statistics vs recent days; reports under ``validation/ds=<day>/``."""
+
+    def run_step(self, context, interval):
+        from ml_ops.steps import validate_step
+
+        return validate_step(self.cfg, self.store(), interval)
+
+
+class FeaturesOperator(PipelineOperator):
+    """Raw day (+ lookback days for per-entity history) → ``features/ds=<day>/data.parquet``."""
+
+    def run_step(self, context, interval):
+        from ml_ops.steps import features_step
+
+        return features_step(self.cfg, self.store(), interval)
+
+
+class TrainOperator(PipelineOperator):
+    """Fits and registers the challenger; skips until the labelled window exists."""
+
+    def run_step(self, context, interval):
+        from ml_ops.steps import train_step
+
+        force = bool((context.get("params") or {}).get("force_retrain"))
+        return train_step(self.cfg, self.store(), interval, self.tracking_uri(), run_id=context["run_id"], force=force)
+
+
+class CompareOperator(PipelineOperator):
+    """Champion vs challenger on one holdout; records and announces the decision. XCom: the decision."""
+
+    template_fields = ("pipeline", "train_result")
+
+    def __init__(self, *, train_result, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.train_result = train_result
+
+    def run_step(self, context, interval):
+        from ml_ops.notify import send_alert
+        from ml_ops.steps import compare_step, decision_text
+
+        record, newly_logged = compare_step(
+            self.cfg, self.store(), interval, self.tracking_uri(), self.train_result, run_id=context["run_id"]
+        )
+        version = record["challenger_version"]
+        verdict = "wins" if record["promote"] else "does not win"
+        if newly_logged and self.cfg.alerts.on_decision:
+            send_alert(self.cfg.alerts, f"[airflow-mlops] {self.cfg.name}: challenger v{version} {verdict}",
+                       decision_text(record), context)
+        return {
+            "promote": bool(record["promote"]),
+            "version": int(version),
+            "champion_version": record.get("champion_version"),
+            "reason": record["reason"],
+        }
+
+
+class PromoteOperator(PipelineOperator):
+    """Winner → ``champion`` (mode direct, previous champion kept for rollback) or ``canary``."""
+
+    template_fields = ("pipeline", "decision")
+
+    def __init__(self, *, decision, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.decision = decision
+
+    def run_step(self, context, interval):
+        from ml_ops.hooks.mlflow import MlflowHook
+        from ml_ops.steps import promote_step
+
+        return promote_step(self.cfg, MlflowHook(self.cfg.mlflow_conn_id).get_conn(), self.decision)

@@ -1,0 +1,189 @@
+"""Drive the fraud training DAG through Airflow's REST API on the real stack, day after day, and
+check what a user would look at: S3 partitions, validation reports, MLflow runs, versions and
+aliases, the decision log, and the alerts that reached the SMTP server and the Slack endpoint."""
+
+from __future__ import annotations
+
+import sqlite3
+from datetime import date, timedelta
+
+import pytest
+import yaml
+
+from tests.e2e.helpers import run_day, source_counts
+
+pytestmark = pytest.mark.e2e
+
+DAG = "fraud_training"
+D0 = date(2026, 1, 1)
+GOOD_DAYS = [D0 + timedelta(days=i) for i in range(6)]  # window 3 + holdout 1 + delay 1 -> first model on day 5
+CRIPPLED_DAY = D0 + timedelta(days=6)
+BAD_DAYS = {  # one defect per day, all after the good history
+    "missing_column": D0 + timedelta(days=7),
+    "wrong_types": D0 + timedelta(days=8),
+    "null_flood": D0 + timedelta(days=9),
+    "duplicate_ids": D0 + timedelta(days=10),
+    "empty_day": D0 + timedelta(days=11),
+}
+
+
+def _source_path(stack) -> str:
+    return stack.source_db_url.replace("sqlite:///", "", 1)
+
+
+@pytest.fixture(scope="module")
+def history(stack, airflow):
+    """Source loaded with 12 days (the last ones made defective), good days + crippled day run in order."""
+    from ml_ops.sim import generate_transactions, load_source
+
+    load_source(stack.source_db_url, "transactions", generate_transactions(D0, 12, rows_per_day=1500, seed=11))
+    _inject_defects(_source_path(stack))
+    runs = {day: run_day(airflow, DAG, day) for day in GOOD_DAYS}
+    return runs
+
+
+def _inject_defects(path: str) -> None:
+    con = sqlite3.connect(path)
+    day = lambda key: BAD_DAYS[key].isoformat()  # noqa: E731
+    with con:
+        # text in a numeric column, as a broken upstream export would write it
+        con.execute("UPDATE transactions SET amount = 'n/a' WHERE substr(ts,1,10) = ? AND rowid % 20 = 0", (day("wrong_types"),))
+        con.execute("UPDATE transactions SET customer_id = NULL WHERE substr(ts,1,10) = ? AND rowid % 2 = 0", (day("null_flood"),))
+        con.execute(
+            "INSERT INTO transactions SELECT * FROM transactions WHERE substr(ts,1,10) = ? AND rowid % 50 = 0",
+            (day("duplicate_ids"),),
+        )
+        con.execute("DELETE FROM transactions WHERE substr(ts,1,10) = ?", (day("empty_day"),))
+    con.close()
+
+
+def test_partitions_reports_and_row_counts(history, stack, store):
+    for day, run in history.items():
+        assert run["state"] == "success", (day, run)
+    counts = source_counts(stack.source_db_url, "transactions", "ts")
+    prefix = "s3://mlops/pipelines/fraud"
+    for day in GOOD_DAYS:
+        ds = day.isoformat()
+        raw = store.read_parquet(f"{prefix}/raw/ds={ds}/data.parquet")
+        assert len(raw) == counts[ds] > 1000
+        features = store.read_parquet(f"{prefix}/features/ds={ds}/data.parquet")
+        assert len(features) == len(raw)
+        assert {"entity_txn_count_24h", "amount_vs_entity_mean"} <= set(features.columns)
+        result = store.read_json(f"{prefix}/validation/ds={ds}/result.json")
+        assert result["success"] is True
+        html = store.get_bytes(f"{prefix}/validation/ds={ds}/report.html").decode()
+        assert "<html" in html.lower() and ds in html
+
+
+def test_first_days_skip_training_then_version_1_is_champion(history, mlflow_client):
+    first_model_day = GOOD_DAYS[4]
+    for day in GOOD_DAYS[:4]:
+        assert history[day]["tasks"]["train"] == "skipped", (day, history[day]["tasks"])
+    assert history[first_model_day]["tasks"]["promote"] == "success"
+    champion = mlflow_client.get_model_version_by_alias("fraud", "champion")
+    assert champion.version == "1"
+    run = mlflow_client.get_run(champion.run_id)
+    assert run.info.experiment_id == mlflow_client.get_experiment_by_name("fraud").experiment_id
+    for metric in ("roc_auc", "pr_auc", "f1", "precision", "recall", "log_loss"):
+        assert metric in run.data.metrics
+    assert run.data.metrics["roc_auc"] > 0.75
+    tags = champion.tags
+    assert tags["data_date"] == first_model_day.isoformat()
+    assert {"data_window", "code_version", "validation_uri"} <= set(tags)
+    artifacts = {a.path for a in mlflow_client.list_artifacts(champion.run_id)}
+    assert any("reference" in a for a in artifacts), artifacts
+
+
+def test_decision_log_records_every_comparison(history, store):
+    log = store.read_jsonl("s3://mlops/pipelines/fraud/decisions/log.jsonl")
+    assert [d["key"] for d in log] == ["fraud:v1", "fraud:v2"]
+    first = log[0]
+    assert first["promote"] is True and first["data_date"] == GOOD_DAYS[4].isoformat()
+
+
+def test_crippled_challenger_does_not_take_the_alias(history, airflow, mlflow_client, include_dir, store, inbox):
+    before = mlflow_client.get_model_version_by_alias("fraud", "champion").version
+    path = include_dir / "pipelines" / "fraud.yaml"
+    original = path.read_text()
+    cfg = yaml.safe_load(original)
+    # A config change that cripples the model: a one-split stump on a single iteration.
+    cfg["model"]["params"] = {"max_iter": 1, "max_depth": 1, "learning_rate": 0.01}
+    path.write_text(yaml.safe_dump(cfg))
+    try:
+        run = run_day(airflow, DAG, CRIPPLED_DAY)
+    finally:
+        path.write_text(original)
+    assert run["state"] == "success", run
+    assert run["tasks"]["compare"] == "success"
+    assert run["tasks"]["challenger_won"] == "success" and run["tasks"]["promote"] == "skipped"
+    assert mlflow_client.get_model_version_by_alias("fraud", "champion").version == before
+    crippled = max(int(v.version) for v in mlflow_client.search_model_versions("name='fraud'"))
+    log = store.read_jsonl("s3://mlops/pipelines/fraud/decisions/log.jsonl")
+    assert log[-1]["key"] == f"fraud:v{crippled}" and log[-1]["promote"] is False
+    assert inbox.matching(f"challenger v{crippled} does not win")
+
+
+def test_rerun_is_idempotent(history, airflow, store, mlflow_client):
+    day = GOOD_DAYS[4]
+    prefix = "s3://mlops/pipelines/fraud"
+    keys = [f"{prefix}/{stage}/ds={day}/{name}" for stage, name in
+            (("raw", "data.parquet"), ("features", "data.parquet"), ("validation", "result.json"))]
+    before = {k: store.get_bytes(k) for k in keys}
+    versions = len(mlflow_client.search_model_versions("name='fraud'"))
+    log_before = store.read_jsonl(f"{prefix}/decisions/log.jsonl")
+    airflow.clear_task_instances(DAG, history[day]["run_id"])
+    state = airflow.wait_for_run(DAG, history[day]["run_id"], timeout=600)
+    assert state == "success"
+    after = {k: store.get_bytes(k) for k in keys}
+    assert {k: len(v) for k, v in after.items()} == {k: len(v) for k, v in before.items()}
+    assert store.read_parquet(keys[0]).equals(_parquet(before[keys[0]]))
+    assert store.read_parquet(keys[1]).equals(_parquet(before[keys[1]]))
+    assert len(mlflow_client.search_model_versions("name='fraud'")) == versions
+    assert store.read_jsonl(f"{prefix}/decisions/log.jsonl") == log_before
+
+
+def _parquet(data: bytes):
+    import io
+
+    import pandas as pd
+
+    return pd.read_parquet(io.BytesIO(data))
+
+
+EXPECTED = {
+    "missing_column": ("expect_column_to_exist", "device"),
+    "wrong_types": ("amount", "n/a"),
+    "null_flood": ("expect_column_values_to_not_be_null", "customer_id"),
+    "duplicate_ids": ("expect_column_values_to_be_unique", "transaction_id"),
+    "empty_day": ("expect_table_row_count_to_be_between", "0"),
+}
+
+
+@pytest.mark.parametrize("defect", list(BAD_DAYS))
+def test_bad_input_stops_at_validate(defect, history, airflow, store, mlflow_client, include_dir, inbox):
+    day = BAD_DAYS[defect]
+    versions = len(mlflow_client.search_model_versions("name='fraud'"))
+    champion = mlflow_client.get_model_version_by_alias("fraud", "champion").version
+    sql = include_dir / "sql" / "fraud_extract.sql"
+    original = sql.read_text()
+    if defect == "missing_column":  # an upstream view lost a column
+        sql.write_text(original.replace("country, device,", "country,"))
+    try:
+        run = run_day(airflow, DAG, day)
+    finally:
+        sql.write_text(original)
+    assert run["state"] == "failed"
+    assert run["tasks"]["extract"] == "success" and run["tasks"]["validate"] == "failed"
+    assert all(run["tasks"][t] == "upstream_failed" for t in ("features", "train", "compare")), run["tasks"]
+    prefix = "s3://mlops/pipelines/fraud"
+    assert not store.exists(f"{prefix}/features/ds={day}/data.parquet")
+    assert store.read_json(f"{prefix}/validation/ds={day}/result.json")["success"] is False
+    assert store.exists(f"{prefix}/validation/ds={day}/report.html")
+    assert len(mlflow_client.search_model_versions("name='fraud'")) == versions
+    assert mlflow_client.get_model_version_by_alias("fraud", "champion").version == champion
+    expectation, detail = EXPECTED[defect]
+    mails = [m for m in inbox.matching("validate failed") if day.isoformat() in m["body"]]
+    assert mails, [m["subject"] for m in inbox.emails]
+    assert expectation in mails[-1]["body"] and detail in mails[-1]["body"], mails[-1]["body"]
+    assert any("validate failed" in s["payload"].get("text", "") and day.isoformat() in s["payload"].get("text", "")
+               for s in inbox.slack), inbox.slack
