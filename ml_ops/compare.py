@@ -24,8 +24,24 @@ DECISION_ARTIFACT = "decision.json"
 # --------------------------------------------------------------------------- scoring
 
 
+def model_input(model, df: pd.DataFrame) -> pd.DataFrame:
+    """The columns the model's signature names, integers widened to float (the signature declares
+    numeric inputs as double so that missing values are allowed; MLflow will not widen by itself)."""
+    schema = model.metadata.get_input_schema()
+    if schema is None or not schema.has_input_names():
+        return df
+    names = schema.input_names()
+    missing = [c for c in names if c not in df.columns]
+    if missing:
+        raise ValueError(f"model input is missing column(s) {missing}")
+    out = df[names].copy()
+    ints = out.select_dtypes("integer").columns
+    out[ints] = out[ints].astype("float64")
+    return out
+
+
 def _score(model, df: pd.DataFrame) -> np.ndarray:
-    out = model.predict(df)
+    out = model.predict(model_input(model, df))
     arr = np.asarray(out.to_numpy() if hasattr(out, "to_numpy") else out, dtype="float64")
     if arr.ndim == 2 and arr.shape[1] == 2:  # sklearn-flavor model logged with predict_proba
         arr = arr[:, 1]

@@ -241,7 +241,7 @@ def test_tumors_suite_on_the_bundled_data():
 
 
 class _TagChecker(HTMLParser):
-    VOID = {"meta", "br", "hr", "img", "link", "input"}
+    VOID = frozenset({"meta", "br", "hr", "img", "link", "input"})
 
     def __init__(self):
         super().__init__()
@@ -270,13 +270,16 @@ def _assert_well_formed(page: str) -> None:
 def test_timing_1m_rows(tmp_path, suite):
     df = fraud_frame(1_000_000)
     history = [fraud_frame(1_000_000, seed=s) for s in (1, 2, 3)]
-    t = time.perf_counter()
-    df.to_parquet(tmp_path / "x.parquet")
-    pd.read_parquet(tmp_path / "x.parquet")
-    io = time.perf_counter() - t
-    t = time.perf_counter()
-    result = validate_frame(df, suite, history=history)
-    took = time.perf_counter() - t
+    io, took = [], []
+    for _ in range(3):  # best of 3: shared CI machines are noisy
+        t = time.perf_counter()
+        df.to_parquet(tmp_path / "x.parquet")
+        pd.read_parquet(tmp_path / "x.parquet")
+        io.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        result = validate_frame(df, suite, history=history)
+        took.append(time.perf_counter() - t)
+    io, took = min(io), min(took)
     print(f"\nparquet write+read {io:.2f}s, validate_frame {took:.2f}s ({took / io:.1f}x), "
           f"gx {result.statistics['gx_seconds']}s, stats {result.statistics['stats_seconds']}s")
     assert result.success, result.message()
