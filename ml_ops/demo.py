@@ -18,12 +18,15 @@ DAYS = int(os.environ.get("MLOPS_DEMO_DAYS", "12"))
 
 
 def load_source(stack, last_day: date, days: int) -> str:
+    from ml_ops.config import load_pipeline_by_name
     from ml_ops.sim import generate_transactions, generate_tumors, load_source
 
     url = stack.source_db_url
     first = last_day - timedelta(days=days - 1)
-    load_source(url, "transactions", generate_transactions(first, days, rows_per_day=3000))
-    load_source(url, "tumors", generate_tumors(first, days))
+    delays = {name: load_pipeline_by_name(name).target.label_delay_days for name in ("fraud", "tumors")}
+    load_source(url, "transactions",
+                generate_transactions(first, days, rows_per_day=3000, label_delay_days=delays["fraud"]))
+    load_source(url, "tumors", generate_tumors(first, days, label_delay_days=delays["tumors"]))
     print(f"source: {days} days of transactions and tumours ({first}..{last_day}) in {url}")
     return url
 

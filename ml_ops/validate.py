@@ -151,7 +151,8 @@ class ValidationResult:
             "success": self.success,
             "suite": self.suite_name,
             "label": self.label,
-            "statistics": self.statistics,
+            # Timings stay out: re-validating the same data must write the same object.
+            "statistics": {k: v for k, v in self.statistics.items() if not k.endswith("_seconds")},
             "notes": self.notes,
             "failures": [asdict(f) | {"line": f.line()} for f in self.failures],
             "outcomes": [asdict(o) | {"summary": o.summary()} for o in self.outcomes],
