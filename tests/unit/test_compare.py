@@ -1,11 +1,7 @@
 """Champion/challenger: pure decision rules + one end-to-end flow on a real sqlite MLflow store."""
 
 import json
-import os
-import shutil
-import tempfile
 
-import mlflow
 import numpy as np
 import pandas as pd
 import pytest
@@ -16,20 +12,10 @@ from sklearn.metrics import roc_auc_score
 from ml_ops.compare import BootstrapResult, Policy, compare_and_record, decide, paired_bootstrap
 from ml_ops.registry import current_version, promote
 from ml_ops.train import train_and_register
+from tests.mlflow_store import fresh_store
 
 NUMERIC = [f"f{i}" for i in range(6)]
 CATEGORICAL = ["channel"]
-
-
-def fresh_store(tmp) -> str:
-    """sqlite tracking URI in `tmp`; the schema is migrated once and copied (migration takes ~10 s)."""
-    template = os.path.join(tempfile.gettempdir(), f"ml_ops_test_mlflow_{mlflow.__version__}.db")
-    if not os.path.exists(template):
-        staging = f"{template}.{os.getpid()}"
-        MlflowClient(tracking_uri=f"sqlite:///{staging}").search_experiments()
-        os.replace(staging, template)
-    shutil.copy(template, os.path.join(tmp, "mlflow.db"))
-    return f"sqlite:///{tmp}/mlflow.db"
 
 
 # ----------------------------------------------------------------------------- pure functions

@@ -12,23 +12,7 @@ from ml_ops.registry import (
     promote,
     rollback,
 )
-
-
-def fresh_store(tmp) -> str:
-    """sqlite tracking URI in `tmp`; the schema is migrated once and copied (migration takes ~10 s)."""
-    import os
-    import shutil
-    import tempfile
-
-    import mlflow
-
-    template = os.path.join(tempfile.gettempdir(), f"ml_ops_test_mlflow_{mlflow.__version__}.db")
-    if not os.path.exists(template):
-        staging = f"{template}.{os.getpid()}"
-        MlflowClient(tracking_uri=f"sqlite:///{staging}").search_experiments()
-        os.replace(staging, template)
-    shutil.copy(template, os.path.join(tmp, "mlflow.db"))
-    return f"sqlite:///{tmp}/mlflow.db"
+from tests.mlflow_store import fresh_store
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,5 @@
 """train_and_register against a real sqlite MLflow store (no mocks)."""
 
-import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -20,20 +18,10 @@ from ml_ops.train import (
     pinned_requirements,
     train_and_register,
 )
+from tests.mlflow_store import fresh_store
 
 NUMERIC = [f"f{i}" for i in range(6)]
 CATEGORICAL = ["channel", "device"]
-
-
-def fresh_store(tmp) -> str:
-    """sqlite tracking URI in `tmp`; the schema is migrated once and copied (migration takes ~10 s)."""
-    template = os.path.join(tempfile.gettempdir(), f"ml_ops_test_mlflow_{mlflow.__version__}.db")
-    if not os.path.exists(template):
-        staging = f"{template}.{os.getpid()}"
-        MlflowClient(tracking_uri=f"sqlite:///{staging}").search_experiments()
-        os.replace(staging, template)
-    shutil.copy(template, os.path.join(tmp, "mlflow.db"))
-    return f"sqlite:///{tmp}/mlflow.db"
 
 
 def make_frame(n=1500, seed=0) -> pd.DataFrame:
