@@ -193,3 +193,23 @@ def load_pipeline_by_name(name: str) -> Pipeline:
     if not path.is_file():
         raise ConfigError(f"no pipeline {name!r}: {path} does not exist")
     return load_pipeline(path)
+
+
+def main() -> int:
+    """``python -m ml_ops.config [FILE...]``: validate pipeline YAMLs (default: all of them)."""
+    import sys
+
+    paths = [Path(p) for p in sys.argv[1:]] or pipeline_files()
+    failed = 0
+    for path in paths:
+        try:
+            cfg = load_pipeline(path)
+            print(f"ok    {path.name}: pipeline {cfg.name!r}, DAG {cfg.name}_training")
+        except ConfigError as exc:
+            failed += 1
+            print(f"error {exc}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
