@@ -110,8 +110,9 @@ def build_training_dag(cfg: Pipeline):
             task_id="promote",
             pipeline=cfg.name,
             decision=compare.output,
+            # Named, not s3:// URI'd: an s3 URI makes Airflow import the amazon provider at parse time.
             outlets=[Asset(name=f"{cfg.name}_{'canary' if p.mode == 'canary' else 'champion'}",
-                           uri=f"{cfg.prefix()}/decisions/log.jsonl")],
+                           extra={"decision_log": f"{cfg.prefix()}/decisions/log.jsonl"})],
         )
         extract >> validate >> features >> train
         challenger_won(compare.output) >> promote

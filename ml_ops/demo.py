@@ -32,8 +32,21 @@ def load_source(stack, last_day: date, days: int) -> str:
 
 
 def run_backfill(client, dag_id: str, first: date, last: date, timeout: float = 900) -> list[dict]:
+    from ml_ops.airflow_client import AirflowApiError
+
     client.wait_for_dag(dag_id, timeout=120)
-    client.backfill(dag_id, first, last)
+    for attempt in range(10):
+        try:
+            client.backfill(dag_id, first, last)
+            break
+        except AirflowApiError as exc:
+            if exc.status == 503 and attempt < 9:  # SQLite metadata DB busy: transient
+                time.sleep(3)
+                continue
+            if exc.status in (400, 409, 422):  # e.g. every day has a run already (a second `make demo`)
+                print(f"  backfill not created ({exc.status}): {exc.body[:200]}; showing the existing runs")
+                break
+            raise
     client.unpause(dag_id)
     wanted = {(first + timedelta(days=i)).isoformat() for i in range((last - first).days + 1)}
     seen: dict[str, str] = {}
