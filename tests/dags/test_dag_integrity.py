@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-HEAVY = ("pandas", "sklearn", "mlflow", "evidently", "great_expectations", "pyarrow")
+HEAVY = ("pandas", "sklearn", "mlflow", "evidently", "great_expectations", "pyarrow", "boto3")
 
 
 @pytest.fixture(scope="module")
