@@ -128,6 +128,21 @@ class Alerts(_Strict):
     on_decision: bool = True
 
 
+class Monitoring(_Strict):
+    """Nightly drift and quality monitoring (the drift DAG)."""
+
+    schedule: str | None = Field("0 2 * * *", description="cron of the nightly drift DAG")
+    columns: list[str] = Field([], description="columns checked for drift; default: the model's input columns")
+    false_alarm_rate: float = Field(0.05, gt=0, lt=0.5, description="share of no-drift days allowed to alarm")
+    min_effect: float = Field(
+        0.1, ge=0, description="smallest shift worth an alarm (std units / category share), whatever the row count"
+    )
+    max_sample_rows: int = Field(50_000, ge=1000, description="rows sampled per side before testing")
+    quality_drop: float = Field(0.05, ge=0, description="alarm when the champion's daily ROC-AUC falls this much")
+    retrain_cooldown_days: int = Field(7, ge=0, description="an alarm triggers at most one retrain per N days")
+    on_missing_data: Literal["skip", "fail"] = "skip"
+
+
 class Pipeline(_Strict):
     name: str = Field(pattern=r"^[a-z][a-z0-9_]{1,40}$")
     description: str = ""
@@ -143,6 +158,7 @@ class Pipeline(_Strict):
     training: Training
     promotion: Promotion = Promotion()
     alerts: Alerts = Alerts()
+    monitoring: Monitoring = Monitoring()
     bucket: str = Field(default_factory=lambda: os.environ.get("MLOPS_BUCKET", "mlops"))
     aws_conn_id: str = "aws_default"
     mlflow_conn_id: str = "mlflow_default"
