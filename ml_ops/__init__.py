@@ -23,7 +23,7 @@ _PUBLIC = {
     "PromoteOperator": "ml_ops.operators",
     "MlflowHook": "ml_ops.hooks",
 }
-__all__ = sorted(_PUBLIC) + ["code_version"]
+__all__ = [*sorted(_PUBLIC), "code_version"]
 
 
 def __getattr__(name: str):
@@ -36,12 +36,14 @@ def code_version() -> str:
     """Package version plus the git commit when known (MLOPS_CODE_VERSION wins, e.g. an image tag)."""
     if os.environ.get("MLOPS_CODE_VERSION"):
         return os.environ["MLOPS_CODE_VERSION"]
-    head = os.path.join(os.path.dirname(os.path.dirname(__file__)), ".git", "HEAD")
+    from pathlib import Path
+
+    git = Path(__file__).resolve().parent.parent / ".git"
     try:
-        ref = open(head).read().strip()
+        ref = (git / "HEAD").read_text().strip()
         if ref.startswith("ref: "):
-            ref_path = os.path.join(os.path.dirname(head), ref[5:])
-            ref = open(ref_path).read().strip() if os.path.exists(ref_path) else ref[5:]
+            ref_file = git / ref[5:]
+            ref = ref_file.read_text().strip() if ref_file.exists() else ref[5:]
         return f"{__version__}+{ref[:12]}"
     except OSError:
         return __version__

@@ -68,6 +68,7 @@ def run_backfill(client, dag_id: str, first: date, last: date, timeout: float = 
 def summary(stack, pipeline: str) -> str:
     import mlflow
     from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
 
     from ml_ops.config import load_pipeline_by_name
     from ml_ops.storage import ObjectStore
@@ -84,7 +85,7 @@ def summary(stack, pipeline: str) -> str:
         lines.append(f"champion: {pipeline} version {champion.version} (run {champion.run_id})")
         lines.append(f"  holdout metrics: {shown}")
         lines.append(f"  data window: {champion.tags.get('data_window')}")
-    except Exception as exc:  # no champion yet is a valid outcome worth saying plainly
+    except MlflowException as exc:  # no champion yet is a valid outcome worth saying plainly
         lines.append(f"champion: none yet ({exc.__class__.__name__})")
     store = ObjectStore(stack.s3_client())
     decisions = store.read_jsonl(f"{cfg.prefix()}/decisions/log.jsonl")

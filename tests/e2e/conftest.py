@@ -49,7 +49,7 @@ def inbox():
             return "250 OK"
 
     class SlackEndpoint(BaseHTTPRequestHandler):
-        def do_POST(self):  # noqa: N802 (http.server API)
+        def do_POST(self):
             body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
             box.slack.append({"path": self.path, "payload": json.loads(body or b"{}")})
             self.send_response(200)

@@ -45,7 +45,7 @@ def history(stack, airflow):
 
 def _inject_defects(path: str) -> None:
     con = sqlite3.connect(path)
-    day = lambda key: BAD_DAYS[key].isoformat()  # noqa: E731
+    day = lambda key: BAD_DAYS[key].isoformat()
     with con:
         # text in a numeric column, as a broken upstream export would write it
         con.execute("UPDATE transactions SET amount = 'n/a' WHERE substr(ts,1,10) = ? AND rowid % 20 = 0", (day("wrong_types"),))

@@ -50,7 +50,9 @@ def test_canary_mode_sets_canary_alias_only(client):
     )
     promote_step(cfg, client, decision(1, None))
     assert str(client.get_model_version_by_alias("fraud", "canary").version) == "1"
-    with pytest.raises(Exception):
+    from mlflow.exceptions import MlflowException
+
+    with pytest.raises(MlflowException):
         client.get_model_version_by_alias("fraud", "champion")
 
 
