@@ -1,0 +1,172 @@
+"""drift_step / should_retrain against a real S3 (embedded stack) and a real sqlite MLflow store.
+
+Simulated fraud days: a covariate shift on SHIFT and a concept change on CHANGE; the champion is
+trained on the days before both. Features are built by the pipeline's own steps.
+"""
+
+from __future__ import annotations
+
+import socket
+from datetime import date, timedelta
+
+import pandas as pd
+import pytest
+from mlflow import MlflowClient
+
+from ml_ops.config import load_pipeline_by_name
+from ml_ops.interval import DayInterval
+from ml_ops.monitor_steps import (
+    MONITORING_KEY_TAG,
+    day_step,
+    drift_step,
+    monitoring_experiment,
+    retrain_log_uri,
+    should_retrain,
+)
+from ml_ops.sim import ConceptChange, CovariateShift, generate_transactions
+from ml_ops.stack import Stack
+from ml_ops.steps import SkipStep, features_step, model_columns, uri
+from ml_ops.storage import ObjectStore
+from ml_ops.train import train_and_register
+from tests.mlflow_store import fresh_store
+
+START = date(2026, 1, 1)
+SHIFT = date(2026, 1, 11)
+CHANGE = date(2026, 1, 13)
+DAYS = 16
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def day(i: int) -> DayInterval:
+    return DayInterval.for_day(START + timedelta(days=i))
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    home = tmp_path_factory.mktemp("monitor")
+    stack = Stack(home=home / "stack", s3_port=_free_port(), mlflow_port=_free_port(),
+                  airflow_port=_free_port(), startup_timeout=60)
+    stack.up(["s3"])
+    store = ObjectStore(stack.s3_client())
+    cfg = load_pipeline_by_name("fraud")
+    raw = generate_transactions(START, DAYS, rows_per_day=1500, n_customers=1200, label_delay_days=2,
+                                events=[CovariateShift(SHIFT, share=0.3), ConceptChange(CHANGE)])
+    for i in range(DAYS):
+        part = raw[raw["ts"].dt.date == (START + timedelta(days=i))]
+        store.write_parquet(part.reset_index(drop=True), uri(cfg, "raw", day(i).ds))
+    for i in range(1, DAYS):
+        features_step(cfg, store, day(i))
+
+    tracking_uri = fresh_store(home)
+    train_uris = [uri(cfg, "features", day(i).ds) for i in range(1, 7)]
+    holdout_uris = [uri(cfg, "features", day(i).ds) for i in (7, 8)]
+    numeric, categorical = model_columns(cfg)
+    result = train_and_register(
+        pd.concat([store.read_parquet(u) for u in train_uris], ignore_index=True),
+        pd.concat([store.read_parquet(u) for u in holdout_uris], ignore_index=True),
+        tracking_uri=tracking_uri, experiment=cfg.name, model_name=cfg.name, target=cfg.target.column,
+        numeric=numeric, categorical=categorical, estimator="sklearn.ensemble.HistGradientBoostingClassifier",
+        params={"max_iter": 60, "random_state": 0}, data_uris={"train": train_uris, "holdout": holdout_uris},
+        tags={"pipeline": cfg.name}, artifact_location=str(home / "artifacts"),
+    )
+    MlflowClient(tracking_uri).set_registered_model_alias(cfg.name, "champion", str(result.version))
+    yield cfg, store, tracking_uri
+    stack.down()
+
+
+@pytest.fixture(scope="module")
+def shift_day(world):
+    cfg, store, tracking_uri = world
+    return drift_step(cfg, store, day(10), tracking_uri)
+
+
+def test_no_champion_skips(world, tmp_path):
+    cfg, store, _ = world
+    with pytest.raises(SkipStep, match="no champion"):
+        drift_step(cfg, store, day(9), fresh_store(tmp_path))
+
+
+def test_day_before_the_shift_is_quiet(world):
+    # a Friday: on the simulator's Saturdays the busier weekend moves entity_txn_count_24h by ~0.2 sd
+    # against the all-week reference, a real (weekly) change the default 0.1 floor reports
+    cfg, store, tracking_uri = world
+    out = drift_step(cfg, store, day(8), tracking_uri)
+    assert not out["drift_alarm"], out
+    # labels known by now are those of the champion's training days, which are not quality evidence
+    assert not out["quality_alarm"] and out["quality"]["reasons"] == ["no labelled rows yet"]
+
+
+def test_shift_day_alarms_names_columns_and_writes_the_report(world, shift_day):
+    cfg, store, tracking_uri = world
+    assert shift_day["alarm"] and shift_day["drift_alarm"]
+    # the holdout day's labels have arrived; the fraud mechanism did not change with the new segment
+    assert not shift_day["quality_alarm"] and shift_day["quality"]["roc_auc"] > 0.75, shift_day["quality"]
+    assert {"customer_age", "account_age_days", "country"} <= set(shift_day["drifted_columns"])
+    assert "day_of_week" not in shift_day["drifted_columns"]
+    html = store.get_bytes(shift_day["report_uri"]).decode()
+    assert html.lstrip().startswith("<!DOCTYPE html>") and html.rstrip().endswith("</html>")
+    record = store.read_json(shift_day["result_uri"])
+    assert record["evidently_agrees"] is True and record["champion_version"] == 1
+    assert "customer_age: Wasserstein/std" in record["text"]
+    assert [c["name"] for c in record["columns"]][-1] in ("score", *cfg.features.categorical)
+    assert any(c["name"] == "score" for c in record["columns"])  # prediction drift is a column
+
+
+def test_mlflow_run_per_day_is_reused_on_rerun(world, shift_day):
+    cfg, store, tracking_uri = world
+    again = drift_step(cfg, store, day(10), tracking_uri)
+    assert again["mlflow_run_id"] == shift_day["mlflow_run_id"]
+    client = MlflowClient(tracking_uri)
+    exp = client.get_experiment_by_name(monitoring_experiment(cfg))
+    key = f"{cfg.name}:{day(10).ds}"
+    assert len(client.search_runs([exp.experiment_id], f"tags.{MONITORING_KEY_TAG} = '{key}'")) == 1
+    run = client.get_run(shift_day["mlflow_run_id"])
+    assert run.data.metrics["alarm"] == 1.0 and run.data.tags["report_uri"] == shift_day["report_uri"]
+    history = client.get_metric_history(run.info.run_id, "drift.customer_age.effect")
+    assert {m.step for m in history} == {day_step(day(10).ds)}
+
+
+def test_concept_change_is_caught_once_labels_matured(world):
+    cfg, store, tracking_uri = world
+    out = drift_step(cfg, store, day(15), tracking_uri)  # labels of the days after CHANGE are known
+    assert out["quality_alarm"], out["quality"]
+    assert any("roc_auc" in r or "ADWIN" in r for r in out["quality"]["reasons"])
+
+
+def test_missing_empty_or_mismatched_data_is_explained_and_loses_nothing(world, shift_day):
+    cfg, store, tracking_uri = world
+    with pytest.raises(SkipStep, match=r"features/ds=2026-01-20/data.parquet does not exist"):
+        drift_step(cfg, store, DayInterval.for_day(date(2026, 1, 20)), tracking_uri)
+    failing = cfg.model_copy(update={"monitoring": cfg.monitoring.model_copy(update={"on_missing_data": "fail"})})
+    with pytest.raises(ValueError, match="does not exist.*on_missing_data=fail"):
+        drift_step(failing, store, DayInterval.for_day(date(2026, 1, 20)), tracking_uri)
+
+    good = store.read_parquet(uri(cfg, "features", day(10).ds))
+    bad_day = DayInterval.for_day(date(2026, 1, 21))
+    store.write_parquet(good.iloc[:0], uri(cfg, "features", bad_day.ds))
+    with pytest.raises(SkipStep, match="has 0 rows"):
+        drift_step(cfg, store, bad_day, tracking_uri)
+    store.write_parquet(good.drop(columns=["amount"]), uri(cfg, "features", bad_day.ds))
+    with pytest.raises(SkipStep, match=r"lacks column\(s\) \['amount'\]"):
+        drift_step(cfg, store, bad_day, tracking_uri)
+    store.write_parquet(good.assign(customer_age="old"), uri(cfg, "features", bad_day.ds))
+    with pytest.raises(SkipStep, match=r"\['customer_age'\] should be numeric"):
+        drift_step(cfg, store, bad_day, tracking_uri)
+    assert not store.exists(uri(cfg, "drift", bad_day.ds, "report.html"))
+    # the shift day's report survives a later failed attempt
+    assert store.exists(shift_day["report_uri"]) and store.exists(shift_day["result_uri"])
+
+
+def test_one_retrain_per_cooldown(world):
+    cfg, store, _ = world
+    assert cfg.monitoring.retrain_cooldown_days == 7
+    decisions = {d: should_retrain(store, cfg, d) for d in
+                 ["2026-02-01", "2026-02-01", "2026-02-02", "2026-02-07", "2026-02-08"]}
+    assert decisions == {"2026-02-01": True, "2026-02-02": False, "2026-02-07": False, "2026-02-08": True}
+    assert should_retrain(store, cfg, "2026-02-01")  # a retried task gets the same answer
+    assert [r["day"] for r in store.read_jsonl(retrain_log_uri(cfg))] == ["2026-02-01", "2026-02-08"]
