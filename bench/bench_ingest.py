@@ -193,14 +193,14 @@ def child(args) -> None:
             import sqlalchemy as sa
 
             engine = sa.create_engine(f"sqlite:///{args.db}")
-            call = lambda: steps.extract_step(cfg, store, interval, engine)  # noqa: E731
+            call = lambda: steps.extract_step(cfg, store, interval, engine)
         elif args.role == "validate":
-            call = lambda: steps.validate_step(cfg, store, interval)  # noqa: E731
+            call = lambda: steps.validate_step(cfg, store, interval)
         elif args.role == "features":
-            call = lambda: steps.features_step(cfg, store, interval)  # noqa: E731
+            call = lambda: steps.features_step(cfg, store, interval)
         else:
             fn = globals()["what_if_" + args.role]
-            call = lambda: fn(cfg, store, interval)  # noqa: E731
+            call = lambda: fn(cfg, store, interval)
         prof = None
         if args.profile:
             import cProfile
@@ -221,9 +221,8 @@ def child(args) -> None:
             buf = _io.StringIO()
             pstats.Stats(prof, stream=buf).sort_stats("cumulative").print_stats(25)
             out["profile"] = buf.getvalue()
-        if args.role == "validate" and "uri" in out["result"]:  # GX vs stats split, from validate's own record
-            st = store.read_json(out["result"]["uri"]).get("statistics", {})
-            out["result"].update({k: st.get(k) for k in ("gx_seconds", "stats_seconds", "success")})
+        if args.role == "validate" and "uri" in out["result"]:  # the outcome, from validate's own record
+            out["result"]["success"] = store.read_json(out["result"]["uri"]).get("success")
     out["io"] = store.io
     out["peak_rss_mb"] = maxrss_mb()
     print("RESULT " + json.dumps(out, default=str), flush=True)
@@ -264,7 +263,7 @@ def setup_child(args) -> None:
 
 # ---- parent -----------------------------------------------------------------------------------------------
 def spawn(role: str, args, common: list[str]) -> dict:
-    proc = subprocess.run([sys.executable, __file__, "--role", role, *common], cwd=ROOT, capture_output=True,
+    proc = subprocess.run([sys.executable, __file__, "--role", role, *common], check=False, cwd=ROOT, capture_output=True,
                           text=True)
     lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
     if proc.returncode != 0 or not lines:
@@ -274,15 +273,15 @@ def spawn(role: str, args, common: list[str]) -> dict:
 
 
 def machine_facts() -> list[str]:
-    free = subprocess.run(["free", "-g"], capture_output=True, text=True).stdout.strip()
+    free = subprocess.run(["free", "-g"], check=False, capture_output=True, text=True).stdout.strip()
     load = os.getloadavg()
     pkgs = ", ".join(f"{p} {version(p)}" for p in ("pandas", "numpy", "pyarrow", "SQLAlchemy", "boto3",
                                                     "great-expectations"))
     return [
-        f"Machine: {os.cpu_count()} cores (`nproc`), {platform.platform()}, Python {platform.python_version()}; "
+        (f"Machine: {os.cpu_count()} cores (`nproc`), {platform.platform()}, Python {platform.python_version()}; "
         f"{pkgs}. S3: `rclone serve s3` on localhost (ml_ops.stack), disk-backed. "
         f"Load average at end of run: {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} "
-        "(other jobs shared the machine; numbers include that).",
+        "(other jobs shared the machine; numbers include that)."),
         "",
         "```",
         "$ free -g",
@@ -350,10 +349,12 @@ def main() -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
     med = {role: statistics.median(r["stage_s"] for r in rs) for role, rs in results.items()}
+    best = {role: min(r["stage_s"] for r in rs) for role, rs in results.items()}
     peak = {role: max(r["peak_rss_mb"] for r in rs) for role, rs in results.items()}
     floor_s, floor_s3 = med["floor_local"], med["floor_s3"]
     cmd = (f"cd {ROOT} && .venv/bin/python bench/bench_ingest.py --rows {args.rows} --history-days "
-           f"{args.history_days} --history-rows {args.history_rows} --repeats {args.repeats}")
+           f"{args.history_days} --history-rows {args.history_rows} --repeats {args.repeats}"
+           + (" --profile" if args.profile else "") + ("" if args.what_if else " --no-what-if"))
     lines = [
         "# Ingest benchmark: extract -> validate -> features, one day",
         "",
@@ -362,41 +363,47 @@ def main() -> None:
         "",
         *machine_facts(),
         "",
-        f"Data: fraud pipeline (`include/pipelines/fraud.yaml`), day D = {DAY}: "
+        (f"Data: fraud pipeline (`include/pipelines/fraud.yaml`), day D = {DAY}: "
         f"{setup['day_rows']:,} source rows (generate_transactions rows_per_day={args.rows:,}, "
         f"n_customers={N_CUSTOMERS:,}) in SQLite; {args.history_days} raw history partitions before D on S3 "
         f"({', '.join(f'{n:,}' for n in setup['history_rows'])} rows). Setup took {setup['source_s']:.0f} s "
-        f"(source) + {setup['history_s']:.0f} s (history), not counted below.",
-        f"Each row is one fresh subprocess; N={args.repeats} run(s) per stage, median wall / max peak RSS shown. "
-        "Stage time covers the step call only; imports are timed before it.",
+        f"(source) + {setup['history_s']:.0f} s (history), not counted below."),
+        (f"Each row is one fresh subprocess; N={args.repeats} run(s) per stage, interleaved; median and best wall, max peak "
+        "RSS shown (best is the least disturbed by other jobs on the machine). "
+        "Stage time covers the step call only; imports are timed before it."),
         "",
-        f"Floor = `sqlite3` cursor over the same SQL -> `fetchall` -> pyarrow table -> `pq.write_table` (snappy) "
+        ("Floor = `sqlite3` cursor over the same SQL -> `fetchall` -> pyarrow table -> `pq.write_table` (snappy) "
         "to a local file. It leaves timestamps as text (the stages parse them) and does no S3 I/O; "
-        "floor + S3 adds the boto3 upload of that file.",
+        "floor + S3 adds the boto3 upload of that file. The `*_pruned` rows are what-ifs, not product code: the "
+        "same step reading only the history columns it uses (see `what_if_*` in the script)."),
         "",
-        "| stage | wall (s) | ratio to floor | ratio to floor + S3 | peak RSS (MB) | imports (s) | RSS after imports (MB) "
-        "| S3/parquet I/O inside stage (s) | goal: <= 3x floor | goal: RSS <= 3 GB |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        ("| stage | wall, median (s) | wall, best (s) | ratio to floor (median/median; best/best) | ratio to floor + S3 | peak RSS (MB) | imports, last run (s) | RSS after imports (MB) "
+        "| S3/parquet I/O inside stage, last run (s) | goal: <= 3x floor | goal: RSS <= 3 GB |"),
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for role in results:
         r = results[role][-1]
         io = sum(r["io"].values())
         ratio, ratio3 = med[role] / floor_s, med[role] / floor_s3
+        ratio_best = best[role] / best["floor_local"]
         is_stage = not role.startswith("floor")
+        verdict = {(True, True): "yes", (False, False): "NO"}.get(
+            (ratio <= RATIO_GOAL, ratio_best <= RATIO_GOAL), "median NO, best yes" if ratio_best <= RATIO_GOAL
+            else "median yes, best NO")
         lines.append(
-            f"| {role} | {med[role]:.2f} | {ratio:.2f} | {ratio3:.2f} | {peak[role]:.0f} | {r['import_s']:.2f} | "
-            f"{r['rss_after_imports_mb']:.0f} | {io:.2f} | "
-            f"{('yes' if ratio <= RATIO_GOAL else 'NO') if is_stage else '-'} | "
+            f"| {role} | {med[role]:.2f} | {best[role]:.2f} | {ratio:.2f}; {ratio_best:.2f} | {ratio3:.2f} | "
+            f"{peak[role]:.0f} | {r['import_s']:.2f} | {r['rss_after_imports_mb']:.0f} | {io:.2f} | "
+            f"{verdict if is_stage else '-'} | "
             f"{'yes' if peak[role] <= RSS_GOAL_MB else 'NO'} |")
     lines += ["", "Per-stage detail (last run):", ""]
-    for role in results:
-        r = results[role][-1]
+    for role, runs in results.items():
+        r = runs[-1]
         extra = {k: round(r[k], 3) for k in ("query_fetch_s", "to_arrow_s", "read_write_s", "upload_s") if k in r}
-        lines.append(f"* **{role}**: runs {', '.join(format(x['stage_s'], '.2f') for x in results[role])} s; "
+        lines.append(f"* **{role}**: runs {', '.join(format(x['stage_s'], '.2f') for x in runs)} s; "
                      f"I/O {({k: round(v, 2) for k, v in r['io'].items()})}; {extra or ''} result `{r['result']}`")
     for role, r in profiles.items():
-        lines += ["", f"### cProfile of {role} (one extra run, {r['stage_s']:.2f} s under the profiler; "
-                  "top 25 by cumulative time)", "", "```", r["profile"].strip(), "```"]
+        lines += ["", (f"### cProfile of {role} (one extra run, {r['stage_s']:.2f} s under the profiler; "
+                  "top 25 by cumulative time)"), "", "```", r["profile"].strip(), "```"]
     Path(args.out).write_text("\n".join(lines) + "\n")
     print(f"wrote {args.out}")
 

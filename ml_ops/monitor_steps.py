@@ -31,7 +31,10 @@ SCORE_COLUMN = "score"
 NEVER_BY_DEFAULT = ("day_of_week",)
 QUALITY_WINDOW_DAYS = 7  # labelled days the error-stream detector sees (before the label delay)
 MONITORING_KEY_TAG = "monitoring_key"
-MIN_LABELLED_ROWS = 100  # a day with fewer labelled rows is not the day quality is reported for
+# quality is reported on the newest labelled days, going back until there are this many rows and this
+# many of each class (fraud has a few dozen positives a day: one day's AUC would be noise)
+MIN_LABELLED_ROWS = 100
+MIN_PER_CLASS = 20
 
 
 def monitoring_experiment(cfg: Pipeline) -> str:
@@ -144,10 +147,10 @@ def labelled_window(
     columns: list[str],
     max_rows_per_day: int,
     exclude: set[str] = frozenset(),
-) -> tuple[pd.DataFrame, str | None]:
+) -> tuple[pd.DataFrame, list[str]]:
     """Rows of the last days whose labels were known by the interval's end, in time order, at most
     ``max_rows_per_day`` per day, leaving out the partitions in ``exclude`` (the champion's training data);
-    and the newest day with labelled rows (the day quality is reported for)."""
+    and the newest labelled days quality is reported on (see MIN_PER_CLASS)."""
     import pandas as pd
 
     from ml_ops.steps import existing_partitions, load_labelled
@@ -163,13 +166,16 @@ def labelled_window(
         if len(df):
             frames.append(df.assign(_day=part.split("ds=")[1][:10]))
     if not frames:
-        return pd.DataFrame(columns=[*columns, "_day"]), None
+        return pd.DataFrame(columns=[*columns, "_day"]), []
     out = pd.concat(frames, ignore_index=True)
     out = out.sort_values(cfg.source.timestamp_column, kind="stable").reset_index(drop=True)
-    # the newest day with a usable number of labels (the newest one may have only its earliest rows)
-    counts = out["_day"].value_counts()
-    usable = counts[counts >= MIN_LABELLED_ROWS].index
-    return out, max(usable) if len(usable) else max(counts.index)
+    recent: list[str] = []
+    for d in sorted(out["_day"].unique(), reverse=True):
+        recent.append(d)
+        y = out.loc[out["_day"].isin(recent), cfg.target.column]
+        if len(y) >= MIN_LABELLED_ROWS and min(int(y.sum()), int(len(y) - y.sum())) >= MIN_PER_CLASS:
+            break
+    return out, sorted(recent)
 
 
 # --------------------------------------------------------------------------- MLflow
@@ -263,16 +269,16 @@ def drift_step(cfg: Pipeline, store: ObjectStore, interval: DayInterval, trackin
     )
 
     target = cfg.target.column
-    labelled, labels_day = labelled_window(
+    labelled, labels_days = labelled_window(
         cfg, store, interval, champion.inputs, cfg.monitoring.max_sample_rows, exclude=champion.train_uris
     )
-    if labels_day is None:
+    if not labels_days:
         quality = {
             "metrics": {},
             "alarm": False,
             "drift_detected": False,
             "reasons": ["no labelled rows yet"],
-            "labels_day": None,
+            "labels_days": [],
         }
     else:
         q = quality_check(
@@ -280,9 +286,11 @@ def drift_step(cfg: Pipeline, store: ObjectStore, interval: DayInterval, trackin
             champion.score(labelled),
             reference_auc=champion.reference_auc,
             quality_drop=cfg.monitoring.quality_drop,
-            recent=(labelled["_day"] == labels_day).to_numpy(),
+            recent=labelled["_day"].isin(labels_days).to_numpy(),
+            min_rows=MIN_LABELLED_ROWS,
+            min_per_class=MIN_PER_CLASS,
         )
-        quality = {**q.to_dict(), "labels_day": labels_day}
+        quality = {**q.to_dict(), "labels_days": labels_days}
 
     report_uri = uri(cfg, "drift", ds, "report.html")
     result_uri = uri(cfg, "drift", ds, "result.json")
@@ -314,6 +322,7 @@ def drift_step(cfg: Pipeline, store: ObjectStore, interval: DayInterval, trackin
         quality["alarm"],
     )
     return {
+        "data_date": ds,
         "alarm": record["alarm"],
         "drift_alarm": drift.alarm,
         "quality_alarm": record["quality_alarm"],

@@ -2,6 +2,16 @@
 
     python -m ml_ops.stack {up,down,status}
 
+Default shape (a laptop): SQLite metadata for Airflow and MLflow, LocalExecutor. The production shape runs
+the same processes on external servers, selected by environment variables (or the matching fields):
+
+    MLOPS_DB_URL=postgresql://user@host/airflow      Airflow metadata DB (default: SQLite under $MLOPS_HOME)
+    MLOPS_MLFLOW_DB_URL=postgresql://user@host/mlflow  MLflow backend store (default: SQLite under $MLOPS_HOME)
+    MLOPS_EXECUTOR=celery                            CeleryExecutor (default: local = LocalExecutor)
+    MLOPS_BROKER_URL=redis://host:6379/0             Celery broker (required with celery)
+    MLOPS_RESULT_BACKEND=db+postgresql://...         Celery result backend (default: db+$MLOPS_DB_URL)
+    MLOPS_CELERY_WORKERS=2                           `airflow celery worker` processes, concurrency 1 each
+
 Every service runs in its own session (process group) with a pid file in $MLOPS_HOME/run and a log in
 $MLOPS_HOME/logs, so `down` can kill whole process trees and then prove via /proc that nothing is left.
 """
@@ -11,6 +21,7 @@ from __future__ import annotations
 import argparse
 import base64
 import fcntl
+import hashlib
 import json
 import os
 import re
@@ -38,6 +49,7 @@ OWNER_MARKER = "MLOPS_STACK_OWNER"
 
 AIRFLOW_COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
 SERVICES = ("s3", "mlflow") + tuple(f"airflow-{c}" for c in AIRFLOW_COMPONENTS)
+WORKER_PREFIX = "airflow-worker-"  # service names of Celery workers: airflow-worker-1, airflow-worker-2, ...
 HEALTH_KEY = {  # /api/v2/monitor/health section for each Airflow component
     "airflow-api-server": "metadatabase",
     "airflow-scheduler": "scheduler",
@@ -80,6 +92,12 @@ class Stack:
     s3_secret_key: str | None = None
     startup_timeout: float | None = None
     stop_grace: float = 15.0
+    db_url: str | None = None  # Airflow metadata DB; None = SQLite in airflow_home
+    mlflow_db_url: str | None = None  # MLflow backend store; None = SQLite under home/mlflow
+    executor: str | None = None  # "local" or "celery"
+    broker_url: str | None = None
+    result_backend: str | None = None
+    celery_workers: int | None = None
     _procs: dict[str, subprocess.Popen] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
@@ -93,6 +111,13 @@ class Stack:
         self.startup_timeout = float(self.startup_timeout or e.get("MLOPS_STARTUP_TIMEOUT", 120))
         self.s3_access_key = self.s3_access_key or e.get("MLOPS_S3_ACCESS_KEY", "mlops")
         self.s3_secret_key = self.s3_secret_key or e.get("MLOPS_S3_SECRET_KEY", "mlops-secret")
+        self.db_url = self.db_url or e.get("MLOPS_DB_URL") or None
+        self.mlflow_db_url = self.mlflow_db_url or e.get("MLOPS_MLFLOW_DB_URL") or None
+        self.executor = (self.executor or e.get("MLOPS_EXECUTOR") or "local").lower()
+        self.broker_url = self.broker_url or e.get("MLOPS_BROKER_URL") or None
+        self.result_backend = (self.result_backend or e.get("MLOPS_RESULT_BACKEND")
+                               or (f"db+{self.db_url}" if self.db_url else None))
+        self.celery_workers = int(self.celery_workers or e.get("MLOPS_CELERY_WORKERS", 2))
 
     @classmethod
     def from_env(cls) -> Stack:
@@ -126,6 +151,24 @@ class Stack:
     @property
     def airflow_url(self) -> str:
         return f"http://127.0.0.1:{self.airflow_port}"
+
+    @property
+    def celery(self) -> bool:
+        return self.executor == "celery"
+
+    @property
+    def worker_names(self) -> list[str]:
+        """Service names of the Celery workers (empty with the LocalExecutor)."""
+        return [f"{WORKER_PREFIX}{i}" for i in range(1, self.celery_workers + 1)] if self.celery else []
+
+    def celery_hostname(self, name: str) -> str:
+        # Unique per stack (the API port is) so two stacks sharing a Redis server never clash on names.
+        return f"worker{name.removeprefix(WORKER_PREFIX)}@mlops-{self.airflow_port}"
+
+    @property
+    def service_names(self) -> tuple[str, ...]:
+        """Every service of this stack's shape, in start order."""
+        return SERVICES + tuple(self.worker_names)
 
     @property
     def source_db_url(self) -> str:
@@ -176,8 +219,8 @@ class Stack:
             "AIRFLOW_HOME": str(af),
             "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
             "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"),
-            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{af / 'airflow.db'}",
-            "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": self.db_url or f"sqlite:///{af / 'airflow.db'}",
+            "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor" if self.celery else "LocalExecutor",
             "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{self.airflow_url}/execution/",
             "AIRFLOW__API__BASE_URL": self.airflow_url,
             "AIRFLOW__API__HOST": "127.0.0.1",
@@ -204,6 +247,9 @@ class Stack:
             "MLOPS_REPO": str(REPO),
             "MLFLOW_TRACKING_URI": self.mlflow_url,
         }
+        if self.celery:
+            identity["AIRFLOW__CELERY__BROKER_URL"] = self.broker_url or ""
+            identity["AIRFLOW__CELERY__RESULT_BACKEND"] = self.result_backend or ""
         tuning = {  # defaults a caller may override with their own AIRFLOW__* variables
             "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
             "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True",
@@ -232,6 +278,8 @@ class Stack:
 
     def _mlflow_env(self) -> dict[str, str]:
         # Only the tracking server holds S3 credentials; clients upload artifacts through it.
+        # The backend store URI goes through the environment so a DB password never shows in `ps`.
+        external = {"MLFLOW_BACKEND_STORE_URI": self.mlflow_db_url} if self.mlflow_db_url else {}
         return {
             # The job runner (GenAI prompt/trace jobs) adds ~8 huey processes and ~700 MB; not needed here.
             "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
@@ -240,6 +288,7 @@ class Stack:
             "AWS_SECRET_ACCESS_KEY": self.s3_secret_key,
             "AWS_DEFAULT_REGION": REGION,
             "MLFLOW_S3_ENDPOINT_URL": self.s3_url,
+            **external,
             "AWS_REQUEST_CHECKSUM_CALCULATION": "when_required",
             "AWS_RESPONSE_CHECKSUM_VALIDATION": "when_required",
         }
@@ -263,10 +312,12 @@ class Stack:
             "--config", str(self.home / "rclone.conf"),
             "--log-level", "NOTICE",
         ], dict(os.environ), self.s3_port)
+        # An external backend store comes in as MLFLOW_BACKEND_STORE_URI (see _mlflow_env).
+        store = [] if self.mlflow_db_url else ["--backend-store-uri", f"sqlite:///{self.home / 'mlflow' / 'mlflow.db'}"]
         mlflow = Service("mlflow", [
             str(VENV_BIN / "mlflow"), "server",
             "--host", "127.0.0.1", "--port", str(self.mlflow_port), "--workers", "1",
-            "--backend-store-uri", f"sqlite:///{self.home / 'mlflow' / 'mlflow.db'}",
+            *store,
             "--serve-artifacts", "--artifacts-destination", f"s3://{self.bucket}/mlflow",
             "--allowed-hosts", f"127.0.0.1:{self.mlflow_port},localhost:{self.mlflow_port},127.0.0.1,localhost",
         ], self._mlflow_env(), self.mlflow_port)
@@ -283,6 +334,15 @@ class Stack:
                 argv.append("--skip-serve-logs")
             out[f"airflow-{comp}"] = Service(f"airflow-{comp}", argv, af_env,
                                              self.airflow_port if comp == "api-server" else None)
+        for name in self.worker_names:
+            host = self.celery_hostname(name)
+            # One task at a time per worker, like a small production worker; task logs go to the shared
+            # log folder, so no log-serving sidecar (its fixed port 8793 would clash between workers).
+            argv = [airflow, "celery", "worker", "--celery-hostname", host, "--concurrency", "1", "--skip-serve-logs"]
+            # Task instances record where they ran (TI.hostname): on one machine that is the worker's name.
+            env = {**af_env, "MLOPS_WORKER_HOSTNAME": host,
+                   "AIRFLOW__CORE__HOSTNAME_CALLABLE": "ml_ops.stack.worker_hostname"}
+            out[name] = Service(name, argv, env)
         return out
 
     # ---- process bookkeeping ---------------------------------------------------------------------------
@@ -337,11 +397,36 @@ class Stack:
         except Exception as exc:  # noqa: BLE001
             return {"error": f"{type(exc).__name__}: {exc}"}
 
-    def _health(self, name: str, airflow: dict[str, str] | None = None) -> tuple[bool, str]:
+    def celery_ping(self, timeout: float = 1.0) -> set[str] | str:
+        """Hostnames of the Celery workers that answer a broadcast ping on the broker, or an error string.
+
+        A reply means the worker is connected to the broker and its consumer loop runs: it can take tasks.
+        """
+        from celery import Celery
+
+        app = Celery("mlops-stack-ping", broker=self.broker_url, set_as_current=False)
+        app.conf.broker_connection_retry_on_startup = False
+        try:
+            return {host for reply in app.control.ping(timeout=timeout) for host in reply}
+        except Exception as exc:  # noqa: BLE001 - broker down just means "not healthy"
+            return f"broker {type(exc).__name__}: {exc}"
+        finally:
+            app.close()
+
+    def _worker_health(self, name: str, ping: set[str] | str) -> tuple[bool, str]:
+        if isinstance(ping, str):
+            return False, ping
+        host = self.celery_hostname(name)
+        return (True, f"{host} answers ping") if host in ping else (False, f"{host} does not answer ping yet")
+
+    def _health(self, name: str, airflow: dict[str, str] | None = None,
+                ping: set[str] | str | None = None) -> tuple[bool, str]:
         if name == "s3":
             return self._s3_health()
         if name == "mlflow":
             return self._mlflow_health()
+        if name.startswith(WORKER_PREFIX):
+            return self._worker_health(name, ping if ping is not None else self.celery_ping())
         airflow = airflow if airflow is not None else self.airflow_health()
         if "error" in airflow:
             return False, airflow["error"]
@@ -355,10 +440,11 @@ class Stack:
         last: dict[str, str] = {}
         while pending:
             airflow = self.airflow_health() if any(n.startswith("airflow-") for n in pending) else {}
+            ping = self.celery_ping() if any(n.startswith(WORKER_PREFIX) for n in pending) else set()
             for name in list(pending):
                 if self._pid(name) is None:
                     raise self._fail(name)
-                ok, detail = self._health(name, airflow)
+                ok, detail = self._health(name, airflow, ping)
                 last[name] = detail
                 if ok:
                     pending.remove(name)
@@ -397,11 +483,32 @@ class Stack:
                 var = {"s3": "MLOPS_S3_PORT", "mlflow": "MLOPS_MLFLOW_PORT"}.get(name, "MLOPS_AIRFLOW_PORT")
                 raise StackError(f"port {port} ({label}) is already in use by another process; set {var}")
 
-    def up(self, services: tuple[str, ...] | list[str] = SERVICES, echo: Callable[[str], None] = lambda _: None) -> None:
+    def _check_shape(self) -> None:
+        """Refuse an impossible configuration and unreachable servers before starting anything."""
+        if self.executor not in ("local", "celery"):
+            raise StackError(f"MLOPS_EXECUTOR={self.executor!r}: expected 'local' or 'celery'")
+        if self.celery:
+            if not self.broker_url:
+                raise StackError("MLOPS_EXECUTOR=celery needs a broker: set MLOPS_BROKER_URL (e.g. redis://127.0.0.1:6379/0)")
+            if not self.db_url or self.db_url.startswith("sqlite"):
+                raise StackError("MLOPS_EXECUTOR=celery needs a server database for Airflow: set MLOPS_DB_URL "
+                                 "(e.g. postgresql://postgres@127.0.0.1:5432/airflow)")
+            if self.celery_workers < 1:
+                raise StackError(f"MLOPS_CELERY_WORKERS={self.celery_workers}: need at least 1")
+        for var, url in (("MLOPS_DB_URL", self.db_url), ("MLOPS_MLFLOW_DB_URL", self.mlflow_db_url),
+                         ("MLOPS_BROKER_URL", self.broker_url if self.celery else None)):
+            reason = _unreachable(url)
+            if reason:
+                raise StackError(f"{var}: {reason}")
+
+    def up(self, services: tuple[str, ...] | list[str] | None = None,
+           echo: Callable[[str], None] = lambda _: None) -> None:
         """Start what is not running, wait until everything is healthy. Idempotent."""
-        names = [n for n in SERVICES if n in services]
+        wanted = self.service_names if services is None else services
+        names = [n for n in self.service_names if n in wanted]
         t0 = time.monotonic()
         with self._lock():
+            self._check_shape()
             self._prepare_dirs()
             self.write_env_file()
             self._check_ports(names)
@@ -438,6 +545,8 @@ class Stack:
 
         stamp = self.airflow_home / ".migrated"
         want = version("apache-airflow")
+        if self.db_url:  # another database needs its own migration
+            want += " " + hashlib.sha256(self.db_url.encode()).hexdigest()[:16]
         if stamp.exists() and stamp.read_text().strip() == want:
             return
         log = self.log_path("airflow-db-migrate")
@@ -482,8 +591,11 @@ class Stack:
     def down(self, echo: Callable[[str], None] = lambda _: None) -> None:
         """Stop every service and verify (via /proc) that no process of this stack is left."""
         with self._lock():
-            # Airflow first (its tasks may still write to MLflow/S3), then MLflow, then S3.
-            for group in ([n for n in SERVICES if n.startswith("airflow-")], ["mlflow"], ["s3"]):
+            # Airflow first (its tasks may still write to MLflow/S3), then MLflow, then S3. Pid files name
+            # what runs, so workers started in the Celery shape stop even if this call's env lacks it.
+            recorded = sorted(p.stem for p in self.run_dir.glob("*.pid")) if self.run_dir.exists() else []
+            airflow = [n for n in dict.fromkeys([*self.service_names, *recorded]) if n.startswith("airflow-")]
+            for group in (airflow, ["mlflow"], ["s3"]):
                 names = [n for n in group if self._read_pid(n)]
                 self._stop(*names)
                 for n in names:
@@ -525,10 +637,11 @@ class Stack:
 
     def status(self) -> dict[str, dict]:
         airflow = self.airflow_health()
+        ping = self.celery_ping() if self.celery else set()
         out = {}
         for name, svc in self.services().items():
             pid = self._pid(name)
-            ok, detail = self._health(name, airflow) if pid else (False, "not running")
+            ok, detail = self._health(name, airflow, ping) if pid else (False, "not running")
             out[name] = ServiceStatus(name, pid, svc.port, pid is not None, ok, detail,
                                       str(self.log_path(name))).__dict__
         return out
@@ -623,6 +736,31 @@ def _port_free(port: int) -> bool:
     return True
 
 
+def worker_hostname() -> str:
+    """Airflow ``[core] hostname_callable`` for Celery workers: the worker's name, so task instances
+    show which of several workers on one machine ran them (on separate machines the FQDN does that)."""
+    return os.environ.get("MLOPS_WORKER_HOSTNAME") or socket.getfqdn()
+
+
+def _unreachable(url: str | None) -> str | None:
+    """Why the server of a postgresql/redis/mysql URL cannot be reached by TCP, or None."""
+    from urllib.parse import urlsplit
+
+    if not url or url.startswith("sqlite"):
+        return None
+    parts = urlsplit(url.removeprefix("db+"))
+    scheme = parts.scheme.split("+")[0]
+    port = parts.port or {"postgresql": 5432, "postgres": 5432, "redis": 6379, "mysql": 3306}.get(scheme)
+    host = parts.hostname or "localhost"
+    if port is None:
+        return None
+    try:
+        socket.create_connection((host, port), timeout=3).close()
+    except OSError as exc:
+        return f"{scheme} server at {host}:{port} is not reachable ({exc.strerror or exc})"
+    return None
+
+
 def _http_ok(url: str) -> tuple[bool, str]:
     try:
         with urllib.request.urlopen(url, timeout=3) as resp:
@@ -665,12 +803,16 @@ def _print_status(stack: Stack) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m ml_ops.stack", description=__doc__.splitlines()[0])
     parser.add_argument("command", choices=["up", "down", "status"])
-    parser.add_argument("--only", nargs="*", choices=SERVICES, help="subset of services (for `up`)")
+    parser.add_argument("--only", nargs="*", metavar="SERVICE",
+                        help=f"subset of services (for `up`): {', '.join(SERVICES)}, {WORKER_PREFIX}N")
     args = parser.parse_args(argv)
     stack = Stack.from_env()
+    unknown = sorted(set(args.only or ()) - set(stack.service_names))
+    if unknown:
+        parser.error(f"unknown service(s) {', '.join(unknown)}; this stack has: {', '.join(stack.service_names)}")
     try:
         if args.command == "up":
-            stack.up(tuple(args.only) if args.only else SERVICES, echo=print)
+            stack.up(tuple(args.only) if args.only else None, echo=print)
             print(f"airflow: {stack.airflow_url} (login {ADMIN_USER}/{ADMIN_PASSWORD})  mlflow: {stack.mlflow_url}  "
                   f"s3: {stack.s3_url}\nenv for the airflow CLI: source {stack.home / 'stack.env'}")
         elif args.command == "down":

@@ -93,6 +93,9 @@ class ObjectStore:
 
         with tempfile.TemporaryDirectory(prefix="mlops-") as tmp:
             path = self.download_file(uri, os.path.join(tmp, "data.parquet"))
+            if columns is not None:  # asking for what an older partition lacks is not an error
+                present = set(pq.read_schema(path).names)
+                columns = [c for c in columns if c in present]
             return pq.read_table(path, columns=columns).to_pandas()
 
     # --- json / text -------------------------------------------------------------------------

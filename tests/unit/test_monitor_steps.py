@@ -70,8 +70,9 @@ def world(tmp_path_factory):
         pd.concat([store.read_parquet(u) for u in train_uris], ignore_index=True),
         pd.concat([store.read_parquet(u) for u in holdout_uris], ignore_index=True),
         tracking_uri=tracking_uri, experiment=cfg.name, model_name=cfg.name, target=cfg.target.column,
-        numeric=numeric, categorical=categorical, estimator="sklearn.ensemble.HistGradientBoostingClassifier",
-        params={"max_iter": 60, "random_state": 0}, data_uris={"train": train_uris, "holdout": holdout_uris},
+        numeric=numeric, categorical=categorical, estimator="sklearn.linear_model.LogisticRegression",
+        # fast; HistGradientBoosting's OpenMP threads crawl on a busy 2-core CI runner
+        params={"C": 1.0, "max_iter": 300}, data_uris={"train": train_uris, "holdout": holdout_uris},
         tags={"pipeline": cfg.name}, artifact_location=str(home / "artifacts"),
     )
     MlflowClient(tracking_uri).set_registered_model_alias(cfg.name, "champion", str(result.version))
@@ -102,7 +103,7 @@ def test_day_before_the_shift_is_quiet(world):
 
 
 def test_shift_day_alarms_names_columns_and_writes_the_report(world, shift_day):
-    cfg, store, tracking_uri = world
+    cfg, store, _ = world
     assert shift_day["alarm"] and shift_day["drift_alarm"]
     # the holdout day's labels have arrived; the fraud mechanism did not change with the new segment
     assert not shift_day["quality_alarm"] and shift_day["quality"]["roc_auc"] > 0.75, shift_day["quality"]
@@ -134,7 +135,7 @@ def test_mlflow_run_per_day_is_reused_on_rerun(world, shift_day):
 def test_concept_change_is_caught_once_labels_matured(world):
     cfg, store, tracking_uri = world
     out = drift_step(cfg, store, day(15), tracking_uri)  # labels of the days after CHANGE are known
-    assert out["quality_alarm"], out["quality"]
+    assert out["quality_alarm"], str(store.read_json(out["result_uri"])["quality"]["reasons"])
     assert any("roc_auc" in r or "ADWIN" in r for r in out["quality"]["reasons"])
 
 

@@ -1,0 +1,154 @@
+"""The stack in its production shape, without containers: Airflow on a PostgreSQL metadata DB with the
+CeleryExecutor and two Celery workers on a Redis broker, MLflow on a PostgreSQL backend store.
+
+Each run gets fresh databases (dropped afterwards) and a Redis database number nobody else uses.
+Servers: MLOPS_TEST_PG_URL (default postgresql://postgres@127.0.0.1:5432/postgres, an admin connection
+that may create databases) and MLOPS_TEST_REDIS_URL (default redis://127.0.0.1:6379). Where they are
+absent the tests skip with the reason; with CI=true they fail instead.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import pytest
+
+# Shared with the embedded e2e suite: the SMTP/Slack receiver and the include/ copy with a short window.
+from tests.e2e.conftest import free_port, inbox, include_dir  # noqa: F401 - fixtures are found by name
+
+PG_URL = os.environ.get("MLOPS_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+REDIS_URL = os.environ.get("MLOPS_TEST_REDIS_URL", "redis://127.0.0.1:6379")
+WORKERS = 2
+OWNER_KEY = "mlops-e2e:owner"  # claims a Redis DB number for one run
+
+
+def _unavailable(reason: str) -> None:
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"production-shape tests need their servers in CI: {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
+def _with_db(url: str, db: str) -> str:
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, parts.netloc, f"/{db}", parts.query, parts.fragment))
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """An admin connection (autocommit) to the PostgreSQL server."""
+    import psycopg2
+
+    try:
+        conn = psycopg2.connect(PG_URL, connect_timeout=3)
+    except psycopg2.OperationalError as exc:
+        _unavailable(f"PostgreSQL not reachable at {PG_URL}: {str(exc).strip().splitlines()[0]}")
+    conn.autocommit = True
+    yield conn
+    conn.close()
+
+
+@pytest.fixture(scope="session")
+def databases(postgres):
+    """Fresh, uniquely named databases for Airflow and MLflow; dropped (connections and all) afterwards."""
+    names = {role: f"mlops_e2e_{os.getpid()}_{role}" for role in ("airflow", "mlflow")}
+    with postgres.cursor() as cur:
+        for name in names.values():
+            cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')  # a crashed run with our pid
+            cur.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield {role: _with_db(PG_URL, name) for role, name in names.items()}
+    finally:
+        if os.environ.get("MLOPS_KEEP_E2E_HOME") != "1":
+            with postgres.cursor() as cur:
+                for name in names.values():
+                    cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def broker_url():
+    """A Redis database number that is empty and claimed by this run (SET NX), flushed afterwards."""
+    import redis
+
+    base = REDIS_URL.rstrip("/")
+    try:
+        admin = redis.Redis.from_url(base, socket_connect_timeout=3)
+        admin.ping()
+        count = int(admin.config_get("databases").get("databases", 16))
+    except redis.exceptions.ResponseError:  # CONFIG may be disabled on a managed Redis
+        count = 16
+    except redis.exceptions.RedisError as exc:
+        _unavailable(f"Redis not reachable at {REDIS_URL}: {exc}")
+    for n in range(count - 1, 0, -1):  # from the top: the lowest numbers are what apps use by default
+        client = redis.Redis.from_url(f"{base}/{n}")
+        if client.dbsize() == 0 and client.set(OWNER_KEY, f"pid {os.getpid()}", nx=True):
+            try:
+                yield f"{base}/{n}"
+            finally:
+                client.flushdb()
+            return
+    pytest.fail(f"no empty Redis database among 1..{count - 1} at {REDIS_URL}")
+
+
+@pytest.fixture(scope="session")
+def stack(inbox, include_dir, broker_url, databases):  # noqa: F811 - inbox/include_dir are fixtures
+    import json
+
+    from ml_ops.stack import Stack
+
+    home = Path(tempfile.mkdtemp(prefix="mlops-prod-e2e-"))
+    env = {
+        "MLOPS_HOME": str(home),
+        "MLOPS_INCLUDE_DIR": str(include_dir),
+        "MLOPS_SCHEDULES": "off",
+        "MLOPS_AIRFLOW_PORT": str(free_port()),
+        "MLOPS_MLFLOW_PORT": str(free_port()),
+        "MLOPS_S3_PORT": str(free_port()),
+        "MLOPS_EXECUTOR": "celery",
+        "MLOPS_DB_URL": databases["airflow"],
+        "MLOPS_MLFLOW_DB_URL": databases["mlflow"],
+        "MLOPS_BROKER_URL": broker_url,
+        "MLOPS_CELERY_WORKERS": str(WORKERS),
+        "AIRFLOW_CONN_SMTP_DEFAULT": json.dumps({
+            "conn_type": "smtp", "host": "127.0.0.1", "port": inbox.smtp_port,
+            "extra": {"disable_ssl": True, "disable_tls": True, "from_email": "airflow@example.com"},
+        }),
+        "AIRFLOW_CONN_SLACK_ALERTS": json.dumps({"conn_type": "slackwebhook", "password": inbox.slack_url}),
+    }
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    s = Stack.from_env()
+    try:
+        s.up()
+        yield s
+    finally:
+        s.down()  # before the databases are dropped: workers and the scheduler hold connections
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        if os.environ.get("MLOPS_KEEP_E2E_HOME") != "1":
+            shutil.rmtree(home, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def airflow(stack):
+    return stack.airflow_client()
+
+
+@pytest.fixture(scope="session")
+def store(stack):
+    from ml_ops.storage import ObjectStore
+
+    return ObjectStore(stack.s3_client())
+
+
+@pytest.fixture(scope="session")
+def mlflow_client(stack):
+    from mlflow import MlflowClient
+
+    return MlflowClient(tracking_uri=stack.mlflow_url)
