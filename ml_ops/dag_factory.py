@@ -51,7 +51,7 @@ def default_args(cfg: Pipeline) -> dict:
 
 
 def build_training_dag(cfg: Pipeline):
-    from airflow.sdk import DAG, Asset, CronDataIntervalTimetable, Param, task
+    from airflow.sdk import DAG, Asset, AssetOrTimeSchedule, CronDataIntervalTimetable, Param, task
 
     from ml_ops.operators import (
         CompareOperator,
@@ -65,7 +65,15 @@ def build_training_dag(cfg: Pipeline):
     p = cfg.promotion
     # MLOPS_SCHEDULES=off: runs only by trigger/backfill (test stacks that drive the days themselves).
     scheduled = cfg.schedule and os.environ.get("MLOPS_SCHEDULES", "on").lower() != "off"
-    schedule = CronDataIntervalTimetable(cfg.schedule, timezone="UTC") if scheduled else None
+    # The daily schedule, or a retrain requested by the monitoring DAG's alarm (Asset).
+    schedule = (
+        AssetOrTimeSchedule(
+            timetable=CronDataIntervalTimetable(cfg.schedule, timezone="UTC"),
+            assets=[Asset(name=f"{cfg.name}_retrain")],
+        )
+        if scheduled
+        else None
+    )
     with DAG(
         dag_id=f"{cfg.name}_training",
         description=cfg.description or f"{cfg.name} training pipeline",
@@ -119,9 +127,73 @@ def build_training_dag(cfg: Pipeline):
     return dag
 
 
+MONITORING_DOC = """\
+### {name}: nightly drift and quality monitoring
+
+The day's features, scored by the `champion`, against the champion's training reference sample.
+Report: `{prefix}/drift/ds=<day>/report.html` (Evidently) with `result.json`; per-day metrics in the MLflow
+experiment `{name}-monitoring`. A column drifts when its KS / chi-square p-value survives Holm's
+correction at {rate} and its effect is at least {effect} (Wasserstein/sd or share moved). A quality alarm
+fires when ROC-AUC on matured labels falls {drop} below the champion's holdout AUC, or ADWIN sees a change
+in the error stream. An alarm sends email/Slack and requests a retrain (Asset `{name}_retrain`) at most
+once per {cooldown} days.
+
+Manual trigger: Params `data_date`, or `start_date`/`end_date` for a backfill of reports, and `columns`.
+"""
+
+
+def build_monitoring_dag(cfg: Pipeline):
+    from airflow.providers.standard.operators.empty import EmptyOperator
+    from airflow.sdk import DAG, Asset, CronDataIntervalTimetable, Param, task
+
+    from ml_ops.operators import DriftOperator
+
+    m = cfg.monitoring
+    scheduled = m.schedule and os.environ.get("MLOPS_SCHEDULES", "on").lower() != "off"
+    with DAG(
+        dag_id=f"{cfg.name}_monitoring",
+        description=f"{cfg.name}: nightly drift and quality report",
+        schedule=CronDataIntervalTimetable(m.schedule, timezone="UTC") if scheduled else None,
+        start_date=datetime.combine(cfg.start_date, datetime.min.time(), tzinfo=timezone.utc),
+        catchup=False,
+        max_active_runs=1,  # drift/retrain_log.jsonl is rewritten whole
+        tags=["ml-ops", "monitoring", cfg.name, *cfg.tags],
+        doc_md=MONITORING_DOC.format(
+            name=cfg.name, prefix=cfg.prefix(), rate=m.false_alarm_rate, effect=m.min_effect,
+            drop=m.quality_drop, cooldown=m.retrain_cooldown_days,
+        ),
+        params={
+            "data_date": Param(None, type=["null", "string"], format="date", description="Day to report on"),
+            "start_date": Param(None, type=["null", "string"], format="date", description="Backfill: first day"),
+            "end_date": Param(None, type=["null", "string"], format="date", description="Backfill: last day"),
+            "columns": Param([], type="array", description="Columns to check (default: monitoring.columns or model inputs)"),
+        },
+        default_args=default_args(cfg),
+    ) as dag:
+        drift = DriftOperator(task_id="drift_report", pipeline=cfg.name)
+
+        @task.short_circuit(task_id="retrain_due")
+        def retrain_due(result: dict) -> bool:
+            """An alarm asks for a retrain at most once per monitoring.retrain_cooldown_days."""
+            if not result.get("alarm"):
+                return False
+            from ml_ops.config import load_pipeline_by_name
+            from ml_ops.monitor_steps import should_retrain
+            from ml_ops.storage import store_from_airflow
+
+            pipeline = load_pipeline_by_name(cfg.name)
+            return should_retrain(store_from_airflow(pipeline.aws_conn_id), pipeline, result["data_date"])
+
+        retrain_due(drift.output) >> EmptyOperator(
+            task_id="request_retrain",
+            outlets=[Asset(name=f"{cfg.name}_retrain", extra={"log": f"{cfg.prefix()}/drift/retrain_log.jsonl"})],
+        )
+    return dag
+
+
 def build_pipeline_dags(cfg: Pipeline) -> dict:
-    dag = build_training_dag(cfg)
-    return {dag.dag_id: dag}
+    dags = [build_training_dag(cfg), build_monitoring_dag(cfg)]
+    return {dag.dag_id: dag for dag in dags}
 
 
 def build_all(paths: list[Path] | None = None) -> dict:

@@ -2,6 +2,7 @@
 
 from ml_ops.operators.pipeline import (
     CompareOperator,
+    DriftOperator,
     ExtractOperator,
     FeaturesOperator,
     PipelineOperator,
@@ -12,6 +13,7 @@ from ml_ops.operators.pipeline import (
 
 __all__ = [
     "CompareOperator",
+    "DriftOperator",
     "ExtractOperator",
     "FeaturesOperator",
     "PipelineOperator",

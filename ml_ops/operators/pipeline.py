@@ -92,7 +92,10 @@ class TrainOperator(PipelineOperator):
     def run_step(self, context, interval):
         from ml_ops.steps import train_step
 
-        force = bool((context.get("params") or {}).get("force_retrain"))
+        params = context.get("params") or {}
+        # A run started by the monitoring DAG's retrain request must train anew, not reuse the day's model.
+        triggered_by_alarm = str(getattr(context.get("dag_run"), "run_type", "")).lower().endswith("asset_triggered")
+        force = bool(params.get("force_retrain")) or triggered_by_alarm
         return train_step(self.cfg, self.store(), interval, self.tracking_uri(), run_id=context["run_id"], force=force)
 
 
@@ -139,3 +142,42 @@ class PromoteOperator(PipelineOperator):
         from ml_ops.steps import promote_step
 
         return promote_step(self.cfg, MlflowHook(self.cfg.mlflow_conn_id).get_conn(), self.decision)
+
+
+class DriftOperator(PipelineOperator):
+    """Nightly drift + quality of the run's day (or of every day in Params start_date..end_date) against
+    the champion's reference; alerts only on an alarm. XCom: the last day's summary (small)."""
+
+    def run_step(self, context, interval):
+        from datetime import date, timedelta
+
+        from ml_ops.interval import DayInterval
+        from ml_ops.monitor_steps import alert_text, drift_step
+        from ml_ops.notify import send_alert
+        from ml_ops.steps import SkipStep
+
+        params = context.get("params") or {}
+        cfg = self.cfg
+        if params.get("columns"):
+            monitoring = cfg.monitoring.model_copy(update={"columns": list(params["columns"])})
+            cfg = cfg.model_copy(update={"monitoring": monitoring})
+        days = [interval]
+        if params.get("start_date") and params.get("end_date"):  # a backfill of reports
+            first, last = date.fromisoformat(params["start_date"]), date.fromisoformat(params["end_date"])
+            days = [DayInterval.for_day(first + timedelta(days=i)) for i in range((last - first).days + 1)]
+        store, tracking_uri, result, skipped = self.store(), self.tracking_uri(), None, []
+        for day in days:
+            try:
+                result = drift_step(cfg, store, day, tracking_uri)
+            except SkipStep as skip:
+                if len(days) == 1:
+                    raise
+                skipped.append(str(skip))
+                continue
+            if result["alarm"]:
+                kinds = [k for k, on in (("drift", result["drift_alarm"]), ("quality", result["quality_alarm"])) if on]
+                send_alert(cfg.alerts, f"[airflow-mlops] {cfg.name}: {' and '.join(kinds)} alarm for {day.ds}",
+                           alert_text(result, store), context)
+        if result is None:
+            raise SkipStep("; ".join(skipped) or "no day to monitor")
+        return {**result, "skipped": skipped}

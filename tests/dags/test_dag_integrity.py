@@ -19,7 +19,7 @@ def dagbag():
 
 def test_no_import_errors(dagbag):
     assert dagbag.import_errors == {}
-    assert {"fraud_training", "tumors_training"} <= set(dagbag.dag_ids)
+    assert {"fraud_training", "tumors_training", "fraud_monitoring", "tumors_monitoring"} <= set(dagbag.dag_ids)
 
 
 def test_every_dag_has_tags_doc_and_retries(dagbag):
@@ -60,5 +60,5 @@ def test_broken_yaml_is_left_out_not_fatal(tmp_path, caplog):
     bad = tmp_path / "broken.yaml"
     bad.write_text(good.read_text().replace("window_days: 2", "window_days: -1"))
     dags = build_all([good, bad])
-    assert list(dags) == ["tumors_training"]
+    assert sorted(dags) == ["tumors_monitoring", "tumors_training"]
     assert "broken.yaml: training.window_days" in caplog.text
