@@ -4,10 +4,7 @@ plus a real SMTP server and a Slack-webhook HTTP endpoint that receive the alert
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import socket
-import tempfile
 import threading
 from email import message_from_bytes, policy
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -15,13 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.e2e.helpers import free_port, running_stack
+
 REPO = Path(__file__).resolve().parents[2]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Inbox:
@@ -86,37 +79,8 @@ def include_dir(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def stack(inbox, include_dir):
-    from ml_ops.stack import Stack
-
-    home = Path(tempfile.mkdtemp(prefix="mlops-e2e-"))
-    env = {
-        "MLOPS_HOME": str(home),
-        "MLOPS_INCLUDE_DIR": str(include_dir),
-        "MLOPS_SCHEDULES": "off",
-        "MLOPS_AIRFLOW_PORT": str(free_port()),
-        "MLOPS_MLFLOW_PORT": str(free_port()),
-        "MLOPS_S3_PORT": str(free_port()),
-        "AIRFLOW_CONN_SMTP_DEFAULT": json.dumps({
-            "conn_type": "smtp", "host": "127.0.0.1", "port": inbox.smtp_port,
-            "extra": {"disable_ssl": True, "disable_tls": True, "from_email": "airflow@example.com"},
-        }),
-        "AIRFLOW_CONN_SLACK_ALERTS": json.dumps({"conn_type": "slackwebhook", "password": inbox.slack_url}),
-    }
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    s = Stack.from_env()
-    try:
-        s.up()
+    with running_stack(inbox, {"MLOPS_INCLUDE_DIR": str(include_dir)}) as s:
         yield s
-    finally:
-        s.down()
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-        if os.environ.get("MLOPS_KEEP_E2E_HOME") != "1":
-            shutil.rmtree(home, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

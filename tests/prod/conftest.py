@@ -10,15 +10,14 @@ absent the tests skip with the reason; with CI=true they fail instead.
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
-from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
 # Shared with the embedded e2e suite: the SMTP/Slack receiver and the include/ copy with a short window.
-from tests.e2e.conftest import free_port, inbox, include_dir  # noqa: F401 - fixtures are found by name
+# Fixtures are found by name; airflow/store/mlflow_client use this suite's `stack`.
+from tests.e2e.conftest import airflow, inbox, include_dir, mlflow_client, store  # noqa: F401
+from tests.e2e.helpers import running_stack
 
 PG_URL = os.environ.get("MLOPS_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 REDIS_URL = os.environ.get("MLOPS_TEST_REDIS_URL", "redis://127.0.0.1:6379")
@@ -95,60 +94,15 @@ def broker_url():
 
 @pytest.fixture(scope="session")
 def stack(inbox, include_dir, broker_url, databases):  # noqa: F811 - inbox/include_dir are fixtures
-    import json
 
-    from ml_ops.stack import Stack
-
-    home = Path(tempfile.mkdtemp(prefix="mlops-prod-e2e-"))
     env = {
-        "MLOPS_HOME": str(home),
         "MLOPS_INCLUDE_DIR": str(include_dir),
-        "MLOPS_SCHEDULES": "off",
-        "MLOPS_AIRFLOW_PORT": str(free_port()),
-        "MLOPS_MLFLOW_PORT": str(free_port()),
-        "MLOPS_S3_PORT": str(free_port()),
         "MLOPS_EXECUTOR": "celery",
         "MLOPS_DB_URL": databases["airflow"],
         "MLOPS_MLFLOW_DB_URL": databases["mlflow"],
         "MLOPS_BROKER_URL": broker_url,
         "MLOPS_CELERY_WORKERS": str(WORKERS),
-        "AIRFLOW_CONN_SMTP_DEFAULT": json.dumps({
-            "conn_type": "smtp", "host": "127.0.0.1", "port": inbox.smtp_port,
-            "extra": {"disable_ssl": True, "disable_tls": True, "from_email": "airflow@example.com"},
-        }),
-        "AIRFLOW_CONN_SLACK_ALERTS": json.dumps({"conn_type": "slackwebhook", "password": inbox.slack_url}),
     }
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    s = Stack.from_env()
-    try:
-        s.up()
+    # The stack stops before the databases are dropped: workers and the scheduler hold connections.
+    with running_stack(inbox, env, prefix="mlops-prod-e2e-") as s:
         yield s
-    finally:
-        s.down()  # before the databases are dropped: workers and the scheduler hold connections
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-        if os.environ.get("MLOPS_KEEP_E2E_HOME") != "1":
-            shutil.rmtree(home, ignore_errors=True)
-
-
-@pytest.fixture(scope="session")
-def airflow(stack):
-    return stack.airflow_client()
-
-
-@pytest.fixture(scope="session")
-def store(stack):
-    from ml_ops.storage import ObjectStore
-
-    return ObjectStore(stack.s3_client())
-
-
-@pytest.fixture(scope="session")
-def mlflow_client(stack):
-    from mlflow import MlflowClient
-
-    return MlflowClient(tracking_uri=stack.mlflow_url)

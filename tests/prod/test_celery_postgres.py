@@ -10,7 +10,7 @@ from datetime import date, timedelta
 
 import pytest
 
-from tests.e2e.helpers import run_day, source_counts
+from tests.e2e.helpers import assert_day_partitions, assert_first_champion, run_day
 
 pytestmark = pytest.mark.e2e
 
@@ -46,35 +46,11 @@ def _query(url: str, sql: str) -> list[tuple]:
 def test_partitions_reports_and_row_counts(history, stack, store):
     for day, run in history.items():
         assert run["state"] == "success", (day, run["tasks"])
-    counts = source_counts(stack.source_db_url, "transactions", "ts")
-    for day in GOOD_DAYS:
-        ds = day.isoformat()
-        raw = store.read_parquet(f"{PREFIX}/raw/ds={ds}/data.parquet")
-        assert len(raw) == counts[ds] > 1000
-        features = store.read_parquet(f"{PREFIX}/features/ds={ds}/data.parquet")
-        assert len(features) == len(raw)
-        assert {"entity_txn_count_24h", "amount_vs_entity_mean"} <= set(features.columns)
-        assert store.read_json(f"{PREFIX}/validation/ds={ds}/result.json")["success"] is True
-        html = store.get_bytes(f"{PREFIX}/validation/ds={ds}/report.html").decode()
-        assert "<html" in html.lower() and ds in html
+    assert_day_partitions(store, stack.source_db_url, GOOD_DAYS, PREFIX)
 
 
 def test_first_days_skip_training_then_version_1_is_champion(history, mlflow_client):
-    first_model_day = GOOD_DAYS[4]
-    for day in GOOD_DAYS[:4]:
-        assert history[day]["tasks"]["train"] == "skipped", (day, history[day]["tasks"])
-    assert history[first_model_day]["tasks"]["promote"] == "success"
-    champion = mlflow_client.get_model_version_by_alias("fraud", "champion")
-    assert champion.version == "1"
-    run = mlflow_client.get_run(champion.run_id)
-    assert run.info.experiment_id == mlflow_client.get_experiment_by_name("fraud").experiment_id
-    for metric in ("roc_auc", "pr_auc", "f1", "precision", "recall", "log_loss"):
-        assert metric in run.data.metrics
-    assert run.data.metrics["roc_auc"] > 0.75
-    assert champion.tags["data_date"] == first_model_day.isoformat()
-    assert {"data_window", "code_version", "validation_uri"} <= set(champion.tags)
-    artifacts = {a.path for a in mlflow_client.list_artifacts(champion.run_id)}
-    assert any("reference" in a for a in artifacts), artifacts
+    assert_first_champion(history, mlflow_client, GOOD_DAYS)
 
 
 def test_decision_log_records_every_comparison(history, store):
