@@ -277,11 +277,17 @@ def drift_decision(
     seed: int = 0,
 ) -> tuple[bool, list[ColumnDrift]]:
     """The decision alone (no report): for benchmarks and quick checks. Same numbers as ``drift_report``."""
-    check_inputs(reference, current, columns)
-    cat = [c for c in columns if c in set(categorical)]
-    num = [c for c in columns if c not in set(cat)]
-    ref = _prepare(sample_rows(reference, columns, settings.max_sample_rows, seed), num, cat)
-    cur = _prepare(sample_rows(current, columns, settings.max_sample_rows, seed + 1), num, cat)
+    *_, rows = _sampled_decision(reference, current, list(columns), categorical, settings, seed)
+    return any(c.drifted for c in rows), rows
+
+
+def _sampled_decision(reference, current, cols: list[str], categorical, settings, seed: int):
+    """Check, sample both sides, and decide per column; shared by the report and the bare decision."""
+    check_inputs(reference, current, cols)
+    cat = [c for c in cols if c in set(categorical)]
+    num = [c for c in cols if c not in set(cat)]
+    ref = _prepare(sample_rows(reference, cols, settings.max_sample_rows, seed), num, cat)
+    cur = _prepare(sample_rows(current, cols, settings.max_sample_rows, seed + 1), num, cat)
     rows = decide(
         ref,
         cur,
@@ -290,7 +296,7 @@ def drift_decision(
         alpha=settings.false_alarm_rate,
         min_effect=settings.min_effect,
     )
-    return any(c.drifted for c in rows), rows
+    return ref, cur, num, cat, rows
 
 
 # --------------------------------------------------------------------------- Evidently
@@ -429,19 +435,7 @@ def drift_report(
     ``columns`` are the inputs checked; ``score_column`` (numeric, present on both sides) is added as
     the prediction-drift column. Raises ValueError naming the side and column for unusable input."""
     cols = list(dict.fromkeys([*columns, *([score_column] if score_column else [])]))
-    check_inputs(reference, current, cols)
-    cat = [c for c in cols if c in set(categorical)]
-    num = [c for c in cols if c not in set(cat)]
-    ref = _prepare(sample_rows(reference, cols, settings.max_sample_rows, seed), num, cat)
-    cur = _prepare(sample_rows(current, cols, settings.max_sample_rows, seed + 1), num, cat)
-    rows = decide(
-        ref,
-        cur,
-        numeric=num,
-        categorical=cat,
-        alpha=settings.false_alarm_rate,
-        min_effect=settings.min_effect,
-    )
+    ref, cur, num, cat, rows = _sampled_decision(reference, current, cols, categorical, settings, seed)
 
     snapshot = _evidently_report(ref, cur, rows, num, cat, settings.min_effect, title, full_summary)
     snap = _jsonable(snapshot.dict())
