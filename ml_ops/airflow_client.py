@@ -138,6 +138,15 @@ class AirflowClient:
     def get_run(self, dag_id: str, run_id: str) -> dict:
         return self.request("GET", f"/dags/{_q(dag_id)}/dagRuns/{_q(run_id)}")
 
+    def set_run_state(self, dag_id: str, run_id: str, state: str) -> dict:
+        """Mark a run success/failed/queued (what the UI's "mark as" does)."""
+        return self.request("PATCH", f"/dags/{_q(dag_id)}/dagRuns/{_q(run_id)}", body={"state": state})
+
+    def xcom(self, dag_id: str, run_id: str, task_id: str, key: str = "return_value"):
+        res = self.request("GET", f"/dags/{_q(dag_id)}/dagRuns/{_q(run_id)}/taskInstances/{_q(task_id)}/xcomEntries/{_q(key)}",
+                           params={"deserialize": "true"})
+        return res.get("value")
+
     def wait_for_run(self, dag_id: str, run_id: str, timeout: float = 600, poll: float = 2) -> str:
         """Poll until the run is success/failed; returns the state. Raises TimeoutError with task states."""
         deadline = time.monotonic() + timeout

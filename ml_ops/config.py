@@ -143,6 +143,70 @@ class Monitoring(_Strict):
     on_missing_data: Literal["skip", "fail"] = "skip"
 
 
+class Serving(_Strict):
+    """How the serving gateway exposes this pipeline's model."""
+
+    routing_key: str | None = Field(
+        None, description="input column hashed for sticky routing (default: features.entity_column)"
+    )
+    require_token: bool = Field(False, description="prediction routes need the gateway's bearer token")
+    max_batch_rows: int = Field(1000, ge=1, le=100_000, description="rows per request; more gets 413")
+    gateway_conn_id: str = Field(
+        "mlops_gateway", description="HTTP connection of the gateway (password: admin token); the canary DAG flushes logs"
+    )
+
+
+class CanaryMetric(_Strict):
+    """One judged metric: canary vs champion, Kayenta style."""
+
+    direction: Literal["increase", "decrease", "either"] = Field(
+        description="which change is bad: increase (latency), decrease (accuracy), either (score shift)"
+    )
+    tolerance: float = Field(ge=0, description="change allowed before the metric can fail: absolute for rates "
+                             "(error_rate, accuracy), relative for latency_ms, |P(canary > champion) - 0.5| "
+                             "for score")
+    critical: bool = Field(False, description="a failure of this metric fails the canary outright")
+    weight: float = Field(1.0, gt=0)
+
+
+def _default_canary_metrics() -> dict[str, CanaryMetric]:
+    # Names and semantics are those of ml_ops.canary_judge.METRICS.
+    return {
+        "error_rate": CanaryMetric(direction="increase", tolerance=0.01, critical=True),
+        "latency_ms": CanaryMetric(direction="increase", tolerance=0.10, critical=True),
+        # Effect size, not a relative shift (fraud scores sit near 0.01): 0.1 flags a gross change of the
+        # score distribution (about x3 on fraud-like scores). Weight 0.5 keeps a score-only failure
+        # "marginal" (score 86, or 80 while accuracy has no labels), never an outright fail.
+        "score": CanaryMetric(direction="either", tolerance=0.10, weight=0.5),
+        "accuracy": CanaryMetric(direction="decrease", tolerance=0.02, critical=True),
+    }
+
+
+class Canary(_Strict):
+    """Gradual rollout of a winning challenger (promotion.mode: canary) on the serving gateway."""
+
+    steps: list[int] = Field([10, 25, 50, 100], description="percent of traffic on the canary, step by step")
+    step_minutes: float = Field(10.0, gt=0, description="minimum time each step runs before it is judged")
+    max_extensions: int = Field(3, ge=0, description="extra step lengths waited for enough data before failing")
+    min_requests: int = Field(200, ge=10, description="requests per side a step needs before it is judged")
+    min_labels: int = Field(200, ge=10, description="labelled predictions per side before accuracy is judged")
+    # 0.95, not 0.99: at the traffic min_requests implies (200 canary requests at 10 %), 0.99 caught a 5-point
+    # accuracy drop in 91 % of canaries; the tolerance bands, not alpha, keep identical models from failing
+    # (bench/RESULTS_canary_judge.md).
+    confidence: float = Field(0.95, gt=0.5, lt=1, description="one-sided confidence of each metric's test "
+                              "('either' splits it over both directions)")
+    pass_score: float = Field(95, ge=0, le=100, description="judge score at or above which a step passes")
+    marginal_score: float = Field(75, ge=0, le=100, description="below this a step fails; in between it is extended")
+    metrics: dict[str, CanaryMetric] = Field(default_factory=_default_canary_metrics)
+
+    @field_validator("steps")
+    @classmethod
+    def _increasing_percent(cls, value: list[int]) -> list[int]:
+        if not value or any(not 0 < v <= 100 for v in value) or value != sorted(set(value)):
+            raise ValueError("must be increasing percentages in (0, 100], e.g. [10, 25, 50, 100]")
+        return value
+
+
 class Pipeline(_Strict):
     name: str = Field(pattern=r"^[a-z][a-z0-9_]{1,40}$")
     description: str = ""
@@ -159,6 +223,8 @@ class Pipeline(_Strict):
     promotion: Promotion = Promotion()
     alerts: Alerts = Alerts()
     monitoring: Monitoring = Monitoring()
+    serving: Serving = Serving()
+    canary: Canary = Canary()
     bucket: str = Field(default_factory=lambda: os.environ.get("MLOPS_BUCKET", "mlops"))
     aws_conn_id: str = "aws_default"
     mlflow_conn_id: str = "mlflow_default"
@@ -166,6 +232,10 @@ class Pipeline(_Strict):
     @property
     def feature_columns(self) -> list[str]:
         return [*self.features.numeric, *self.features.categorical]
+
+    @property
+    def routing_key(self) -> str | None:
+        return self.serving.routing_key or self.features.entity_column
 
     def sql_text(self) -> str:
         return (include_dir() / self.source.sql).read_text()

@@ -36,6 +36,15 @@ Config: `include/pipelines/{name}.yaml`.
 """
 
 
+def schedules_mode() -> str:
+    """MLOPS_SCHEDULES: ``on`` (default), ``off`` (runs only by trigger/backfill: test stacks that drive
+    the days themselves) or ``assets`` (no clock schedules, but Asset-triggered DAGs still react)."""
+    mode = os.environ.get("MLOPS_SCHEDULES", "on").lower()
+    if mode not in ("on", "off", "assets"):
+        raise ConfigError(f"MLOPS_SCHEDULES={mode!r}: expected on, off or assets")
+    return mode
+
+
 def default_args(cfg: Pipeline) -> dict:
     from ml_ops.notify import PipelineFailureNotifier
 
@@ -63,17 +72,15 @@ def build_training_dag(cfg: Pipeline):
     )
 
     p = cfg.promotion
-    # MLOPS_SCHEDULES=off: runs only by trigger/backfill (test stacks that drive the days themselves).
-    scheduled = cfg.schedule and os.environ.get("MLOPS_SCHEDULES", "on").lower() != "off"
+    mode = schedules_mode()
+    retrain = Asset(name=f"{cfg.name}_retrain")
     # The daily schedule, or a retrain requested by the monitoring DAG's alarm (Asset).
-    schedule = (
-        AssetOrTimeSchedule(
-            timetable=CronDataIntervalTimetable(cfg.schedule, timezone="UTC"),
-            assets=[Asset(name=f"{cfg.name}_retrain")],
+    if mode == "on" and cfg.schedule:
+        schedule = AssetOrTimeSchedule(
+            timetable=CronDataIntervalTimetable(cfg.schedule, timezone="UTC"), assets=[retrain]
         )
-        if scheduled
-        else None
-    )
+    else:
+        schedule = [retrain] if mode == "assets" else None
     with DAG(
         dag_id=f"{cfg.name}_training",
         description=cfg.description or f"{cfg.name} training pipeline",
@@ -130,7 +137,8 @@ def build_training_dag(cfg: Pipeline):
 MONITORING_DOC = """\
 ### {name}: nightly drift and quality monitoring
 
-The day's features, scored by the `champion`, against the champion's training reference sample.
+What the `champion` served that day (the gateway's prediction logs, `{prefix}/serving_logs/ds=<day>/`;
+without them the day's features scored by the champion) against the champion's training reference sample.
 Report: `{prefix}/drift/ds=<day>/report.html` (Evidently) with `result.json`; per-day metrics in the MLflow
 experiment `{name}-monitoring`. A column drifts when its KS / chi-square p-value survives Holm's
 correction at {rate} and its effect is at least {effect} (Wasserstein/sd or share moved). A quality alarm
@@ -149,7 +157,7 @@ def build_monitoring_dag(cfg: Pipeline):
     from ml_ops.operators import DriftOperator
 
     m = cfg.monitoring
-    scheduled = m.schedule and os.environ.get("MLOPS_SCHEDULES", "on").lower() != "off"
+    scheduled = m.schedule and schedules_mode() == "on"
     with DAG(
         dag_id=f"{cfg.name}_monitoring",
         description=f"{cfg.name}: nightly drift and quality report",
@@ -191,8 +199,91 @@ def build_monitoring_dag(cfg: Pipeline):
     return dag
 
 
+CANARY_DOC = """\
+### {name}: canary rollout of a winning challenger
+
+Starts when the training DAG's promote task emits Asset `{name}_canary` (promotion.mode: canary), or manually
+with Params. The `canary` version takes {steps} % of the serving gateway's traffic step by step; each step
+runs {minutes} min, then the judge compares canary and champion on that step's serving logs (error rate,
+latency, score distribution, accuracy once labels arrive): Mann-Whitney U / two-proportion tests with
+tolerance bands, critical metrics, a 0-100 score (pass ≥ {pass_score}, marginal ≥ {marginal_score}). Too little
+data extends a step up to {ext} times, then fails. Pass all steps → `champion`; fail → all traffic back
+to the champion, version tagged `rolled_back`, alert. Verdicts: MLflow experiment `{name}-canary` and
+`canary.*` tags on the version. State: `{prefix}/deployment/state.json`. One canary at a time.
+
+Undo a promotion with the `{name}_rollback` DAG.
+"""
+
+
+def build_canary_dag(cfg: Pipeline):
+    from airflow.sdk import DAG, Asset, Param
+
+    from ml_ops.operators import CanaryOperator, ReleaseTrafficOperator
+
+    c = cfg.canary
+    # Deferred waits count against the timeout too: every step at its longest, plus slack for judging.
+    longest = timedelta(minutes=c.step_minutes * (1 + c.max_extensions) * len(c.steps) + 30)
+    with DAG(
+        dag_id=f"{cfg.name}_canary",
+        description=f"{cfg.name}: canary rollout of a winning challenger on the serving gateway",
+        schedule=[Asset(name=f"{cfg.name}_canary")] if schedules_mode() != "off" else None,
+        start_date=datetime.combine(cfg.start_date, datetime.min.time(), tzinfo=timezone.utc),
+        catchup=False,
+        max_active_runs=1,  # one canary per pipeline; the deployment state also refuses a second one
+        tags=["ml-ops", "deployment", cfg.name, *cfg.tags],
+        doc_md=CANARY_DOC.format(name=cfg.name, steps=" → ".join(map(str, c.steps)), minutes=c.step_minutes,
+                                 pass_score=c.pass_score, marginal_score=c.marginal_score, ext=c.max_extensions,
+                                 prefix=cfg.prefix()),
+        params={
+            "version": Param(None, type=["null", "integer"], minimum=1,
+                             description="Model version to roll out (default: the version holding the 'canary' alias)"),
+            "steps": Param(None, type=["null", "array"], items={"type": "integer", "minimum": 1, "maximum": 100},
+                           description=f"Traffic percent per step (default {c.steps})"),
+            "step_minutes": Param(None, type=["null", "number"], exclusiveMinimum=0,
+                                  description=f"Minutes per step (default {c.step_minutes})"),
+            "max_extensions": Param(None, type=["null", "integer"], minimum=0,
+                                    description=f"Extra waits for enough data (default {c.max_extensions})"),
+            "min_requests": Param(None, type=["null", "integer"], minimum=10,
+                                  description=f"Requests per side before judging (default {c.min_requests})"),
+            "min_labels": Param(None, type=["null", "integer"], minimum=10,
+                                description=f"Labelled predictions per side before accuracy is judged (default {c.min_labels})"),
+            "pass_score": Param(None, type=["null", "number"], minimum=0, maximum=100,
+                                description=f"Judge score that passes a step (default {c.pass_score})"),
+            "marginal_score": Param(None, type=["null", "number"], minimum=0, maximum=100,
+                                    description=f"Below this a step fails (default {c.marginal_score})"),
+        },
+        default_args={**default_args(cfg), "retries": 1},
+    ) as dag:
+        rollout = CanaryOperator(task_id="canary", pipeline=cfg.name, execution_timeout=longest)
+        # Teardown: whatever ends the rollout (failure, timeout, marked failed), traffic goes back to the champion.
+        rollout >> ReleaseTrafficOperator(task_id="release_traffic", pipeline=cfg.name).as_teardown(setups=rollout)
+    return dag
+
+
+def build_rollback_dag(cfg: Pipeline):
+    from airflow.sdk import DAG, Param
+
+    from ml_ops.operators import RollbackOperator
+
+    with DAG(
+        dag_id=f"{cfg.name}_rollback",
+        description=f"{cfg.name}: put the previous champion back (one manual trigger)",
+        schedule=None,
+        start_date=datetime.combine(cfg.start_date, datetime.min.time(), tzinfo=timezone.utc),
+        catchup=False,
+        max_active_runs=1,
+        tags=["ml-ops", "deployment", cfg.name, *cfg.tags],
+        doc_md=f"### {cfg.name}: rollback\n\nMoves `champion` back to the previous holder recorded in the "
+               f"`champion_history` tag, ending a running canary first. Param `reason` is recorded and alerted.",
+        params={"reason": Param("manual rollback", type="string", minLength=1, description="Why (recorded in MLflow)")},
+        default_args={**default_args(cfg), "retries": 0},
+    ) as dag:
+        RollbackOperator(task_id="rollback", pipeline=cfg.name)
+    return dag
+
+
 def build_pipeline_dags(cfg: Pipeline) -> dict:
-    dags = [build_training_dag(cfg), build_monitoring_dag(cfg)]
+    dags = [build_training_dag(cfg), build_monitoring_dag(cfg), build_canary_dag(cfg), build_rollback_dag(cfg)]
     return {dag.dag_id: dag for dag in dags}
 
 

@@ -15,6 +15,7 @@ from datetime import date, datetime, timedelta, timezone
 
 PIPELINE = "fraud"
 DAYS = int(os.environ.get("MLOPS_DEMO_DAYS", "12"))
+TRAFFIC_RATE = float(os.environ.get("MLOPS_DEMO_TRAFFIC_RATE", "25"))  # requests/s replayed to the gateway
 
 
 def load_source(stack, last_day: date, days: int) -> str:
@@ -105,13 +106,125 @@ def summary(stack, pipeline: str) -> str:
         f"Airflow UI : {stack.airflow_url}   login {stack.admin_user} / {stack.admin_password}",
         f"MLflow UI  : {stack.mlflow_url}   (experiment '{pipeline}', model '{pipeline}')",
         f"S3 endpoint: {stack.s3_url}   bucket '{cfg.bucket}'",
+        f"Gateway    : {stack.gateway_url}/pipelines/{pipeline}/invocations   (metrics: {stack.gateway_url}/metrics)",
         "The stack keeps running: `make status`, `make down` to stop it.",
     ]
     return "\n".join(lines)
 
 
+class BackgroundTraffic:
+    """Replays the simulator's transactions to the gateway from the moment a champion exists, so canaries
+    started during the backfill are judged on live traffic."""
+
+    def __init__(self, stack, cfg, rate: float = TRAFFIC_RATE) -> None:
+        import threading
+
+        self.stack, self.cfg, self.rate = stack, cfg, rate
+        self.stop = threading.Event()
+        self.stats = None
+        self.thread = threading.Thread(target=self._run, name="traffic", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        from mlflow import MlflowClient
+
+        from ml_ops.registry import current_version
+        from ml_ops.storage import ObjectStore
+        from ml_ops.traffic import replay
+
+        client = MlflowClient(self.stack.mlflow_url)
+        while not self.stop.wait(5):
+            if current_version(client, self.cfg.name, "champion") is not None:
+                break
+        if self.stop.is_set():
+            return
+        print(f"  traffic: replaying transactions to {self.stack.gateway_url} at {self.rate:.0f} requests/s", flush=True)
+        self.stats = replay(self.cfg, ObjectStore(self.stack.s3_client()), self.stack.gateway_url, rate=self.rate,
+                            duration=24 * 3600, label_delay=5.0, stop_event=self.stop, token=None)
+
+    def close(self):
+        self.stop.set()
+        self.thread.join(timeout=60)
+        return self.stats
+
+
+def wait_for_canaries(client, timeout: float = 3600) -> list[dict]:
+    """Wait until no fraud_canary run is queued or running; returns all its runs."""
+    dag_id = f"{PIPELINE}_canary"
+    deadline = time.monotonic() + timeout
+    while True:
+        runs = client.dag_runs(dag_id)
+        active = [r for r in runs if r["state"] in ("queued", "running")]
+        if not active or time.monotonic() > deadline:
+            return runs
+        time.sleep(5)
+
+
+def ensure_a_canary(client, stack) -> None:
+    """Canaries start on their own when a challenger wins its gate. If none won during the backfill, roll
+    out the newest challenger by hand, as a person would from the UI (Params), so the demo shows one."""
+    from mlflow import MlflowClient
+
+    from ml_ops.registry import current_version
+
+    if any(_rollout(client, run) for run in client.dag_runs(f"{PIPELINE}_canary")):
+        return
+    mlflow_client = MlflowClient(stack.mlflow_url)
+    champion = current_version(mlflow_client, PIPELINE, "champion")
+    versions = sorted(int(v.version) for v in mlflow_client.search_model_versions(f"name='{PIPELINE}'"))
+    candidates = [v for v in versions if v != champion]
+    if not candidates:
+        print("no challenger besides the champion: no canary to show")
+        return
+    version = candidates[-1]
+    print(f"no challenger won its gate during the backfill; rolling out v{version} as a canary by hand "
+          f"(fraud_canary, Params version={version})", flush=True)
+    client.trigger(f"{PIPELINE}_canary", conf={"version": version})
+
+
+def _rollout(client, run: dict) -> dict | None:
+    """The canary task's outcome, or None for a run that rolled nothing out (e.g. the first model's promote
+    emits the Asset too, but went straight to champion, so the canary task skipped)."""
+    from ml_ops.airflow_client import AirflowApiError
+
+    if run["state"] != "success":
+        return None
+    try:
+        outcome = client.xcom(f"{PIPELINE}_canary", run["dag_run_id"], "canary")
+    except AirflowApiError:
+        return None
+    return outcome if isinstance(outcome, dict) and "version" in outcome else None
+
+
+def canary_summary(stack, client) -> list[str]:
+    from mlflow import MlflowClient
+
+    from ml_ops.config import load_pipeline_by_name
+    from ml_ops.deployment import read_state, state_uri
+    from ml_ops.storage import ObjectStore
+
+    cfg = load_pipeline_by_name(PIPELINE)
+    mlflow_client = MlflowClient(stack.mlflow_url)
+    lines = [f"canary rollouts ({PIPELINE}_canary, gateway {stack.gateway_url}):"]
+    for run in sorted(client.dag_runs(f"{PIPELINE}_canary"), key=lambda r: r.get("run_after") or ""):
+        outcome = _rollout(client, run)
+        if outcome is None:
+            lines.append(f"  {run['dag_run_id']}: {run['state']}, nothing rolled out")
+            continue
+        tags = mlflow_client.get_model_version(PIPELINE, str(outcome["version"])).tags
+        steps = ", ".join(tags[k] for k in sorted(tags) if k.startswith("canary.step"))
+        lines.append(f"  v{outcome['version']}: {outcome['outcome'].upper()} (judge score {outcome.get('score', 0):.0f})"
+                     f" - {outcome['reason']}")
+        lines.append(f"    steps: {steps}")
+    state = read_state(ObjectStore(stack.s3_client()), cfg)
+    lines.append(f"  deployment state: {state['status']}, canary weight {state['canary_weight']:.0%} ({state_uri(cfg)})")
+    lines.append(f"  verdicts: MLflow experiment '{PIPELINE}-canary'; prediction logs: {cfg.prefix()}/serving_logs/")
+    return lines
+
+
 def main() -> int:
     from ml_ops.airflow_client import AirflowClient
+    from ml_ops.config import load_pipeline_by_name
     from ml_ops.stack import Stack
 
     started = time.monotonic()
@@ -121,9 +234,23 @@ def main() -> int:
     first_day = last_day - timedelta(days=DAYS - 1)
     load_source(stack, last_day, DAYS)
     client = AirflowClient(stack.airflow_url, stack.admin_user, stack.admin_password)
-    print(f"running {PIPELINE}_training for {first_day}..{last_day} (Airflow backfill, one day at a time):")
-    run_backfill(client, f"{PIPELINE}_training", first_day, last_day)
+    client.wait_for_dag(f"{PIPELINE}_canary", timeout=120)
+    client.unpause(f"{PIPELINE}_canary")  # winners hand over to it through the Asset fraud_canary
+    traffic = BackgroundTraffic(stack, load_pipeline_by_name(PIPELINE))
+    try:
+        print(f"running {PIPELINE}_training for {first_day}..{last_day} (Airflow backfill, one day at a time):")
+        run_backfill(client, f"{PIPELINE}_training", first_day, last_day)
+        wait_for_canaries(client)
+        ensure_a_canary(client, stack)
+        time.sleep(10)
+        print("waiting for the canary rollout (10 → 25 → 50 → 100 % of traffic, judged at every step) ...", flush=True)
+        wait_for_canaries(client)
+    finally:
+        stats = traffic.close()
     print(summary(stack, PIPELINE))
+    print("\n".join(canary_summary(stack, client)))
+    if stats is not None:
+        print(f"  traffic: {stats}")
     print(f"demo finished in {time.monotonic() - started:.0f}s")
     return 0
 

@@ -3,9 +3,12 @@
 Airflow-free like ``ml_ops.steps``: the operator builds the store and the tracking URI, calls
 ``drift_step``, maps ``SkipStep`` to a skipped task and sends the alert when ``alarm`` is true.
 
-Current data is the day's feature partition scored by the champion (serving logs replace it once the
-gateway writes them). The reference is the champion's own training sample (``reference/reference.parquet``
-in its MLflow run), so a new champion brings its own reference.
+Current data is what the champion served that day: the gateway's prediction logs
+(``serving_logs/ds=<day>/hour=<hh>/part-*.parquet``: inputs and served score, failed predictions and
+canary-routed rows left out). A day without logs (no traffic, or no gateway) falls back to the day's
+feature partition scored by the champion; the result says which (``current_source``). The reference is
+the champion's own training sample (``reference/reference.parquet`` in its MLflow run), so a new
+champion brings its own reference.
 """
 
 from __future__ import annotations
@@ -112,32 +115,139 @@ def monitoring_columns(cfg: Pipeline, champion: Champion) -> list[str]:
 # --------------------------------------------------------------------------- current data
 
 
-def load_current(cfg: Pipeline, store: ObjectStore, ds: str, required: list[str]) -> pd.DataFrame:
-    """The day's features partition; missing, unreadable, empty or schema-mismatched → ``_no_data``."""
+SERVING_LOGS = "serving_logs"
+FEATURES = "features"
+
+
+def _check_columns(cfg: Pipeline, ds: str, what: str, df: pd.DataFrame, required: list[str]) -> None:
+    """Required columns present and numeric where the config says numeric, else ``_no_data``."""
     import pandas as pd
 
-    part = uri(cfg, "features", ds)
-    if not store.exists(part):
-        _no_data(cfg, ds, f"{part} does not exist (features not built for this day?)")
-    try:
-        df = store.read_parquet(part)
-    except Exception as exc:  # noqa: BLE001 - a truncated or foreign file: say which object, not just the parser's error
-        _no_data(cfg, ds, f"{part} cannot be read as parquet: {type(exc).__name__}: {exc}")
-    if len(df) == 0:
-        _no_data(cfg, ds, f"{part} has 0 rows")
     missing = [c for c in required if c not in df.columns]
     if missing:
         _no_data(
-            cfg, ds, f"{part} lacks column(s) {missing} that the champion needs; it has {sorted(df.columns)}"
+            cfg, ds, f"{what} lacks column(s) {missing} that the champion needs; it has {sorted(df.columns)}"
         )
-    wrong = [c for c in required if c in cfg.features.numeric and not pd.api.types.is_numeric_dtype(df[c])]
+    wrong = [
+        c
+        for c in required
+        # an all-null column (an hour of logs without the value) has no type to check
+        if c in cfg.features.numeric and not pd.api.types.is_numeric_dtype(df[c]) and df[c].notna().any()
+    ]
     if wrong:
         _no_data(
             cfg,
             ds,
-            f"{part}: column(s) {wrong} should be numeric but are {[str(df[c].dtype) for c in wrong]}",
+            f"{what}: column(s) {wrong} should be numeric but are {[str(df[c].dtype) for c in wrong]}",
         )
+
+
+def load_current(
+    cfg: Pipeline, store: ObjectStore, ds: str, required: list[str], why: str = ""
+) -> pd.DataFrame:
+    """The day's features partition; missing, unreadable, empty or schema-mismatched → ``_no_data``
+    (``why``: why the features stand in, appended to that message)."""
+    part = uri(cfg, "features", ds)
+    also = f"; {why}" if why else ""
+    if not store.exists(part):
+        _no_data(cfg, ds, f"{part} does not exist (features not built for this day?){also}")
+    try:
+        df = store.read_parquet(part)
+    except Exception as exc:  # noqa: BLE001 - a truncated or foreign file: say which object, not just the parser's error
+        _no_data(cfg, ds, f"{part} cannot be read as parquet: {type(exc).__name__}: {exc}{also}")
+    if len(df) == 0:
+        _no_data(cfg, ds, f"{part} has 0 rows{also}")
+    _check_columns(cfg, ds, part, df, required)
     return df
+
+
+def serving_log_parts(cfg: Pipeline, store: ObjectStore, ds: str) -> list[str]:
+    """The day's ``serving_logs/ds=<day>/hour=<hh>/part-*.parquet`` objects, in hour order."""
+    from ml_ops.deployment import serving_logs_prefix
+
+    prefix = f"{serving_logs_prefix(cfg)}/ds={ds}/"
+    names = ((u, u.rsplit("/", 1)[-1]) for u in store.list(prefix))
+    return [u for u, name in names if name.startswith("part-") and name.endswith(".parquet")]
+
+
+def load_serving_logs(
+    cfg: Pipeline, store: ObjectStore, ds: str, required: list[str]
+) -> tuple[pd.DataFrame | None, dict]:
+    """The day's successful champion-routed predictions from the gateway's logs: ``required`` input
+    columns plus the log columns (``ml_ops.deployment.LOG_COLUMNS``).
+
+    Returns ``(None, info)`` when the day has no usable traffic (no part files, or none of their rows
+    is a successful champion prediction): the features partition stands in. A part file that cannot be
+    read or lacks a column the champion needs is not silently skipped: ``_no_data`` names the object.
+    ``info``: uris, rows read, rows dropped as failed predictions and as canary-routed."""
+    import pandas as pd
+
+    from ml_ops.deployment import LOG_COLUMNS, serving_logs_prefix
+
+    parts = serving_log_parts(cfg, store, ds)
+    info: dict = {"uris": parts, "rows_logged": 0, "dropped_errors": 0, "dropped_canary": 0}
+    if not parts:
+        info["note"] = f"no serving logs under {serving_logs_prefix(cfg)}/ds={ds}/"
+        return None, info
+    frames = []
+    for part in parts:
+        try:
+            df = store.read_parquet(part, columns=list(dict.fromkeys([*LOG_COLUMNS, *required])))
+        except Exception as exc:  # noqa: BLE001 - name the object, not just the parser's error
+            _no_data(cfg, ds, f"{part} cannot be read as parquet: {type(exc).__name__}: {exc}")
+        if len(df):
+            _check_columns(cfg, ds, part, df, [*required, "version", "route", "score", "error"])
+            frames.append(df)
+    if not frames:
+        info["note"] = f"the {len(parts)} serving-log file(s) of ds={ds} hold 0 rows"
+        return None, info
+    logs = pd.concat(frames, ignore_index=True)
+    for c in required:  # parts typed differently (int/float, an all-null hour) concatenate as object
+        if c in cfg.features.numeric:
+            logs[c] = pd.to_numeric(logs[c], errors="coerce")
+    failed = logs["error"].notna()
+    champion = logs["route"].astype("string").eq("champion").fillna(False).astype(bool)
+    info.update(
+        rows_logged=len(logs),
+        dropped_errors=int(failed.sum()),
+        dropped_canary=int((~failed & ~champion).sum()),
+    )
+    logs = logs[~failed & champion].reset_index(drop=True)
+    if len(logs) == 0:
+        info["note"] = (
+            f"none of the {info['rows_logged']} logged rows of ds={ds} is a successful champion prediction "
+            f"({info['dropped_errors']} failed, {info['dropped_canary']} routed to the canary)"
+        )
+        return None, info
+    return logs, info
+
+
+def current_data(
+    cfg: Pipeline, store: ObjectStore, ds: str, champion: Champion, required: list[str]
+) -> tuple[pd.DataFrame, dict]:
+    """The day's current data: ``required`` columns + ``score`` (the champion's score), whichever the
+    source; and a description of the source (``source``: ``serving_logs`` | ``features``).
+
+    Serving logs keep the score the gateway served, except for rows answered by another champion
+    version (a promotion during the day) or without a score: those are re-scored by today's champion,
+    so the score column compared with the champion's reference is the champion's."""
+    import pandas as pd
+
+    required = [c for c in dict.fromkeys(required) if c != SCORE_COLUMN]
+    logs, info = load_serving_logs(cfg, store, ds, required)
+    if logs is not None:
+        score = pd.to_numeric(logs["score"], errors="coerce").astype("float64")
+        version = pd.to_numeric(logs["version"], errors="coerce")
+        stale = (version != champion.version) | score.isna()
+        if stale.any():
+            score[stale] = champion.score(logs.loc[stale, required])
+        current = logs[required].assign(**{SCORE_COLUMN: score.to_numpy()})
+        return current, {"source": SERVING_LOGS, **info, "rows": len(current), "rescored": int(stale.sum())}
+    features = load_current(cfg, store, ds, required, why=info.get("note", ""))
+    current = features[required].reset_index(drop=True)
+    current[SCORE_COLUMN] = champion.score(current)
+    part = uri(cfg, "features", ds)
+    return current, {"source": FEATURES, "uris": [part], "rows": len(current), "note": info.get("note", "")}
 
 
 def labelled_window(
@@ -222,6 +332,7 @@ def _log_monitoring_run(
         RunTag("champion_version", str(record["champion_version"])),
         RunTag("report_uri", record["report_uri"]),
         RunTag("alarm", str(record["alarm"]).lower()),
+        RunTag("current_source", record["current_source"]),
     ]
     params = (
         []
@@ -255,8 +366,9 @@ def drift_step(cfg: Pipeline, store: ObjectStore, interval: DayInterval, trackin
     missing_ref = [c for c in [*columns, SCORE_COLUMN] if c not in champion.reference.columns]
     if missing_ref:
         raise ValueError(f"{cfg.name} v{champion.version}: reference sample lacks column(s) {missing_ref}")
-    current = load_current(cfg, store, ds, sorted({*columns, *champion.inputs}))
-    current[SCORE_COLUMN] = champion.score(current)
+    current, source = current_data(cfg, store, ds, champion, sorted({*columns, *champion.inputs}))
+    log.info("%s ds=%s: %d current rows from %s %s", cfg.name, ds, source["rows"], source["source"],
+             {k: v for k, v in source.items() if k not in ("source", "uris", "rows")})
 
     drift = drift_report(
         champion.reference,
@@ -299,6 +411,8 @@ def drift_step(cfg: Pipeline, store: ObjectStore, interval: DayInterval, trackin
         "data_date": ds,
         "champion_version": champion.version,
         "champion_run_id": champion.run_id,
+        "current_source": source["source"],
+        "current": source,
         "alarm": bool(drift.alarm or quality["alarm"]),
         "drift_alarm": drift.alarm,
         "quality_alarm": bool(quality["alarm"]),
@@ -331,6 +445,8 @@ def drift_step(cfg: Pipeline, store: ObjectStore, interval: DayInterval, trackin
         | {"alarm": quality["alarm"], "reasons": quality.get("reasons", [])},
         "report_uri": report_uri,
         "result_uri": result_uri,
+        "current_source": source["source"],
+        "n_current": source["rows"],
         "mlflow_run_id": run_id,
         "champion_version": champion.version,
     }

@@ -1,4 +1,4 @@
-"""Embedded local stack: S3 (rclone), MLflow and Airflow 3 as real processes under $MLOPS_HOME.
+"""Embedded local stack: S3 (rclone), MLflow, the serving gateway and Airflow 3 as real processes under $MLOPS_HOME.
 
     python -m ml_ops.stack {up,down,status}
 
@@ -11,6 +11,8 @@ the same processes on external servers, selected by environment variables (or th
     MLOPS_BROKER_URL=redis://host:6379/0             Celery broker (required with celery)
     MLOPS_RESULT_BACKEND=db+postgresql://...         Celery result backend (default: db+$MLOPS_DB_URL)
     MLOPS_CELERY_WORKERS=2                           `airflow celery worker` processes, concurrency 1 each
+    MLOPS_GATEWAY_PORT=8000                          serving gateway (python -m ml_ops.serving); its admin token is
+                                                     MLOPS_GATEWAY_TOKEN, else generated once into secrets.json
 
 Every service runs in its own session (process group) with a pid file in $MLOPS_HOME/run and a log in
 $MLOPS_HOME/logs, so `down` can kill whole process trees and then prove via /proc that nothing is left.
@@ -48,7 +50,7 @@ REGION = "us-east-1"
 OWNER_MARKER = "MLOPS_STACK_OWNER"
 
 AIRFLOW_COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
-SERVICES = ("s3", "mlflow") + tuple(f"airflow-{c}" for c in AIRFLOW_COMPONENTS)
+SERVICES = ("s3", "mlflow", "gateway") + tuple(f"airflow-{c}" for c in AIRFLOW_COMPONENTS)
 WORKER_PREFIX = "airflow-worker-"  # service names of Celery workers: airflow-worker-1, airflow-worker-2, ...
 HEALTH_KEY = {  # /api/v2/monitor/health section for each Airflow component
     "airflow-api-server": "metadatabase",
@@ -87,6 +89,7 @@ class Stack:
     s3_port: int | None = None
     mlflow_port: int | None = None
     airflow_port: int | None = None
+    gateway_port: int | None = None
     bucket: str | None = None
     s3_access_key: str | None = None
     s3_secret_key: str | None = None
@@ -106,6 +109,7 @@ class Stack:
         self.s3_port = int(self.s3_port or e.get("MLOPS_S3_PORT", 9000))
         self.mlflow_port = int(self.mlflow_port or e.get("MLOPS_MLFLOW_PORT", 5000))
         self.airflow_port = int(self.airflow_port or e.get("MLOPS_AIRFLOW_PORT", 8080))
+        self.gateway_port = int(self.gateway_port or e.get("MLOPS_GATEWAY_PORT", 8000))
         self.bucket = self.bucket or e.get("MLOPS_BUCKET", "mlops")
         # Cold start measured ~50 s on 2 idle cores; leave headroom for a loaded CI machine.
         self.startup_timeout = float(self.startup_timeout or e.get("MLOPS_STARTUP_TIMEOUT", 120))
@@ -153,6 +157,15 @@ class Stack:
         return f"http://127.0.0.1:{self.airflow_port}"
 
     @property
+    def gateway_url(self) -> str:
+        return f"http://127.0.0.1:{self.gateway_port}"
+
+    @property
+    def gateway_token(self) -> str:
+        """Bearer token of the gateway's admin routes: MLOPS_GATEWAY_TOKEN, else generated once."""
+        return os.environ.get("MLOPS_GATEWAY_TOKEN") or self._secrets()["gateway_token"]
+
+    @property
     def celery(self) -> bool:
         return self.executor == "celery"
 
@@ -195,14 +208,17 @@ class Stack:
 
     # ---- environments ----------------------------------------------------------------------------------
     def _secrets(self) -> dict[str, str]:
-        """Fernet key and JWT/API secrets, generated once and shared by every Airflow component."""
+        """Fernet key, JWT/API secrets and the gateway token, generated once and shared by every component."""
         path = self.home / "secrets.json"
-        if path.exists():
-            return json.loads(path.read_text())
-        values = {
+        known = json.loads(path.read_text()) if path.exists() else {}
+        if "gateway_token" in known:
+            return known
+        values = {  # a home from before the gateway keeps its Airflow secrets and gains a token
             "fernet_key": base64.urlsafe_b64encode(os.urandom(32)).decode(),
             "jwt_secret": secrets.token_urlsafe(32),
             "api_secret_key": secrets.token_urlsafe(32),
+            **known,
+            "gateway_token": secrets.token_urlsafe(32),
         }
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
@@ -233,7 +249,6 @@ class Stack:
             ),
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{ADMIN_USER}:admin",
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(af / "passwords.json"),
-            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "False",
             "AIRFLOW_CONN_AWS_DEFAULT": json.dumps({
                 "conn_type": "aws", "login": self.s3_access_key, "password": self.s3_secret_key,
                 "extra": {"endpoint_url": self.s3_url, "region_name": REGION},
@@ -242,16 +257,24 @@ class Stack:
                 "conn_type": "http", "host": "127.0.0.1", "port": self.mlflow_port, "schema": "http",
             }),
             "AIRFLOW_CONN_SOURCE_DB": json.dumps({"conn_type": "sqlite", "host": str(self.source_db)}),
+            # the canary DAG flushes the gateway's logs through its admin route (password = bearer token)
+            "AIRFLOW_CONN_MLOPS_GATEWAY": json.dumps({
+                "conn_type": "http", "host": "127.0.0.1", "port": self.gateway_port, "schema": "http",
+                "password": self.gateway_token,
+            }),
             "MLOPS_HOME": str(self.home),
             "MLOPS_BUCKET": self.bucket,
             "MLOPS_REPO": str(REPO),
             "MLFLOW_TRACKING_URI": self.mlflow_url,
+            "MLOPS_GATEWAY_URL": self.gateway_url,
         }
         if self.celery:
             identity["AIRFLOW__CELERY__BROKER_URL"] = self.broker_url or ""
             identity["AIRFLOW__CELERY__RESULT_BACKEND"] = self.result_backend or ""
         tuning = {  # defaults a caller may override with their own AIRFLOW__* variables
             "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            # True only for unattended screenshots (docs/screenshots.py): every visitor is admin, no login.
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "False",
             "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True",
             "AIRFLOW__CORE__PARALLELISM": "2",  # 2 cores: more task processes only fight for CPU/sqlite
             "AIRFLOW__CORE__MAX_ACTIVE_TASKS_PER_DAG": "2",
@@ -293,6 +316,25 @@ class Stack:
             "AWS_RESPONSE_CHECKSUM_VALIDATION": "when_required",
         }
 
+    def _gateway_env(self) -> dict[str, str]:
+        """The gateway reads aliases from MLflow, deployment state from and logs to S3 (ml_ops.serving.settings)."""
+        include = {"MLOPS_INCLUDE_DIR": os.environ["MLOPS_INCLUDE_DIR"]} if os.environ.get("MLOPS_INCLUDE_DIR") else {}
+        return {
+            **os.environ,
+            "MLFLOW_TRACKING_URI": self.mlflow_url,
+            "MLOPS_S3_ENDPOINT": self.s3_url,
+            "AWS_ACCESS_KEY_ID": self.s3_access_key,
+            "AWS_SECRET_ACCESS_KEY": self.s3_secret_key,
+            "AWS_DEFAULT_REGION": REGION,
+            "MLOPS_BUCKET": self.bucket,
+            **include,
+            "MLOPS_GATEWAY_HOST": "127.0.0.1",
+            "MLOPS_GATEWAY_PORT": str(self.gateway_port),
+            "MLOPS_GATEWAY_TOKEN": self.gateway_token,
+            "AWS_REQUEST_CHECKSUM_CALCULATION": "when_required",
+            "AWS_RESPONSE_CHECKSUM_VALIDATION": "when_required",
+        }
+
     def write_env_file(self) -> Path:
         path = self.home / "stack.env"
         lines = ["# source this file to run `airflow` CLI commands against the local stack"]
@@ -321,9 +363,10 @@ class Stack:
             "--serve-artifacts", "--artifacts-destination", f"s3://{self.bucket}/mlflow",
             "--allowed-hosts", f"127.0.0.1:{self.mlflow_port},localhost:{self.mlflow_port},127.0.0.1,localhost",
         ], self._mlflow_env(), self.mlflow_port)
+        gateway = Service("gateway", [sys.executable, "-m", "ml_ops.serving"], self._gateway_env(), self.gateway_port)
         af_env = self.env()
         airflow = str(VENV_BIN / "airflow")
-        out = {"s3": s3, "mlflow": mlflow}
+        out = {"s3": s3, "mlflow": mlflow, "gateway": gateway}
         for comp in AIRFLOW_COMPONENTS:
             argv = [airflow, comp]
             if comp == "api-server":
@@ -425,6 +468,8 @@ class Stack:
             return self._s3_health()
         if name == "mlflow":
             return self._mlflow_health()
+        if name == "gateway":
+            return _http_ok(f"{self.gateway_url}/health")  # the process is up; models load in the background
         if name.startswith(WORKER_PREFIX):
             return self._worker_health(name, ping if ping is not None else self.celery_ping())
         airflow = airflow if airflow is not None else self.airflow_health()
@@ -480,7 +525,8 @@ class Stack:
             port = svcs[name].port
             if port is not None and self._pid(name) is None and not _port_free(port):
                 label = "airflow" if name.startswith("airflow") else name
-                var = {"s3": "MLOPS_S3_PORT", "mlflow": "MLOPS_MLFLOW_PORT"}.get(name, "MLOPS_AIRFLOW_PORT")
+                var = {"s3": "MLOPS_S3_PORT", "mlflow": "MLOPS_MLFLOW_PORT",
+                       "gateway": "MLOPS_GATEWAY_PORT"}.get(name, "MLOPS_AIRFLOW_PORT")
                 raise StackError(f"port {port} ({label}) is already in use by another process; set {var}")
 
     def _check_shape(self) -> None:
@@ -525,6 +571,9 @@ class Stack:
                 if "mlflow" in names and self._pid("mlflow") is None:
                     self._spawn(svcs["mlflow"])
                     started.append("mlflow")
+                if "gateway" in names and self._pid("gateway") is None:
+                    self._spawn(svcs["gateway"])  # polls MLflow until it answers; /health needs only the process
+                    started.append("gateway")
                 af = [n for n in names if n.startswith("airflow-")]
                 if af and any(self._pid(n) is None for n in af):
                     self._migrate_airflow()
@@ -591,11 +640,12 @@ class Stack:
     def down(self, echo: Callable[[str], None] = lambda _: None) -> None:
         """Stop every service and verify (via /proc) that no process of this stack is left."""
         with self._lock():
-            # Airflow first (its tasks may still write to MLflow/S3), then MLflow, then S3. Pid files name
-            # what runs, so workers started in the Celery shape stop even if this call's env lacks it.
+            # Airflow first (its tasks may still write to MLflow/S3 or call the gateway), then the gateway (its
+            # shutdown writes the buffered logs to S3), then MLflow, then S3. Pid files name what runs, so
+            # workers started in the Celery shape stop even if this call's env lacks it.
             recorded = sorted(p.stem for p in self.run_dir.glob("*.pid")) if self.run_dir.exists() else []
             airflow = [n for n in dict.fromkeys([*self.service_names, *recorded]) if n.startswith("airflow-")]
-            for group in (airflow, ["mlflow"], ["s3"]):
+            for group in (airflow, ["gateway"], ["mlflow"], ["s3"]):
                 names = [n for n in group if self._read_pid(n)]
                 self._stop(*names)
                 for n in names:
@@ -609,6 +659,14 @@ class Stack:
             if left:
                 raise StackError("processes still running after down: "
                                  + ", ".join(f"{pid} ({why})" for pid, why in left))
+
+    def stop(self, *names: str, echo: Callable[[str], None] = lambda _: None) -> None:
+        """Stop some services (SIGTERM, then SIGKILL after the grace period), e.g. to restart the gateway."""
+        with self._lock():
+            running = [n for n in names if self._read_pid(n)]
+            self._stop(*running)
+            for n in running:
+                echo(f"stopped {n}")
 
     def stray_processes(self) -> list[tuple[int, str]]:
         """Processes (not us or our ancestors) started by this stack: marker env var, home in cmdline/cwd."""
@@ -814,7 +872,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "up":
             stack.up(tuple(args.only) if args.only else None, echo=print)
             print(f"airflow: {stack.airflow_url} (login {ADMIN_USER}/{ADMIN_PASSWORD})  mlflow: {stack.mlflow_url}  "
-                  f"s3: {stack.s3_url}\nenv for the airflow CLI: source {stack.home / 'stack.env'}")
+                  f"s3: {stack.s3_url}  gateway: {stack.gateway_url}\nenv for the airflow CLI: source {stack.home / 'stack.env'}")
         elif args.command == "down":
             stack.down(echo=print)
             print("stack stopped; no processes left")

@@ -246,8 +246,10 @@ def promote_step(cfg: Pipeline, client, decision: dict) -> dict:
             f"champion is v{current} now, but v{version} was compared with v{decision.get('champion_version')}; "
             "re-run the comparison"
         )
-    if cfg.promotion.mode == "canary":
+    if cfg.promotion.mode == "canary" and current is not None:
+        # The canary DAG (scheduled on this task's Asset) shifts traffic and decides; a first model has
+        # nothing to be judged against and becomes champion directly.
         client.set_registered_model_alias(cfg.name, "canary", str(version))
-        return {"canary": version}
+        return {"canary": version, "champion": current}
     previous = promote(client, cfg.name, version, reason=decision["reason"])
     return {"champion": version, "previous": previous}

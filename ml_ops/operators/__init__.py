@@ -1,5 +1,6 @@
 """Thin Airflow operators over ``ml_ops.steps``."""
 
+from ml_ops.operators.canary import CanaryOperator, ReleaseTrafficOperator, RollbackOperator
 from ml_ops.operators.pipeline import (
     CompareOperator,
     DriftOperator,
@@ -12,12 +13,15 @@ from ml_ops.operators.pipeline import (
 )
 
 __all__ = [
+    "CanaryOperator",
     "CompareOperator",
     "DriftOperator",
     "ExtractOperator",
     "FeaturesOperator",
     "PipelineOperator",
     "PromoteOperator",
+    "ReleaseTrafficOperator",
+    "RollbackOperator",
     "TrainOperator",
     "ValidateOperator",
 ]

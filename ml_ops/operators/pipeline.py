@@ -18,6 +18,7 @@ from ml_ops.interval import interval_from_context
 class PipelineOperator(BaseOperator):
     template_fields = ("pipeline",)
     ui_color = "#e8f4fd"
+    per_day = True  # steps of a data day get its interval; deployment steps do not have one
 
     def __init__(self, *, pipeline: str, **kwargs) -> None:
         super().__init__(**kwargs)
@@ -32,6 +33,11 @@ class PipelineOperator(BaseOperator):
 
         return store_from_airflow(self.cfg.aws_conn_id)
 
+    def mlflow_client(self):
+        from ml_ops.hooks.mlflow import MlflowHook
+
+        return MlflowHook(self.cfg.mlflow_conn_id).get_conn()
+
     def tracking_uri(self) -> str:
         from ml_ops.hooks.mlflow import MlflowHook
 
@@ -44,7 +50,7 @@ class PipelineOperator(BaseOperator):
         from ml_ops.validate import DataValidationError
 
         try:
-            result = self.run_step(context, interval_from_context(context))
+            result = self.run_step(context, interval_from_context(context) if self.per_day else None)
         except SkipStep as skip:
             raise AirflowSkipException(str(skip)) from None
         except DataValidationError as failed:
@@ -138,10 +144,9 @@ class PromoteOperator(PipelineOperator):
         self.decision = decision
 
     def run_step(self, context, interval):
-        from ml_ops.hooks.mlflow import MlflowHook
         from ml_ops.steps import promote_step
 
-        return promote_step(self.cfg, MlflowHook(self.cfg.mlflow_conn_id).get_conn(), self.decision)
+        return promote_step(self.cfg, self.mlflow_client(), self.decision)
 
 
 class DriftOperator(PipelineOperator):

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from ml_ops.config import load_pipeline_by_name
+
 REPO = Path(__file__).resolve().parents[2]
 HEAVY = ("pandas", "sklearn", "mlflow", "evidently", "great_expectations", "pyarrow", "boto3")
 
@@ -19,7 +21,8 @@ def dagbag():
 
 def test_no_import_errors(dagbag):
     assert dagbag.import_errors == {}
-    assert {"fraud_training", "tumors_training", "fraud_monitoring", "tumors_monitoring"} <= set(dagbag.dag_ids)
+    assert {f"{p}_{kind}" for p in ("fraud", "tumors") for kind in ("training", "monitoring", "canary", "rollback")
+            } <= set(dagbag.dag_ids)
 
 
 def test_every_dag_has_tags_doc_and_retries(dagbag):
@@ -28,6 +31,9 @@ def test_every_dag_has_tags_doc_and_retries(dagbag):
         assert dag.doc_md and len(dag.doc_md) > 100, dag_id
         assert dag.max_active_runs == 1, dag_id
         for task in dag.tasks:
+            if dag_id.endswith("_rollback"):  # a retried rollback could undo two promotions: the user re-triggers
+                assert task.retries == 0, dag_id
+                continue
             assert task.retries >= 1, f"{dag_id}.{task.task_id} has no retries"
             assert task.retry_exponential_backoff, f"{dag_id}.{task.task_id}"
             assert task.execution_timeout is not None, f"{dag_id}.{task.task_id}"
@@ -39,6 +45,20 @@ def test_training_dag_shape(dagbag):
     for up, down in zip(order, order[1:]):
         assert down in dag.get_task(up).downstream_task_ids, f"{up} -> {down}"
     assert set(dag.params.keys()) >= {"data_date", "force_retrain"}
+
+
+def test_canary_dag_runs_on_the_promote_asset_and_always_releases_traffic(dagbag):
+    dag = dagbag.dags["fraud_canary"]
+    assert [a.name for a in dag.timetable.asset_condition.objects] == ["fraud_canary"]
+    for name in ("fraud", "tumors"):  # a pipeline in canary mode hands its winner over through that Asset
+        promote = dagbag.dags[f"{name}_training"].get_task("promote")
+        mode = load_pipeline_by_name(name).promotion.mode
+        assert [a.name for a in promote.outlets] == [f"{name}_{'canary' if mode == 'canary' else 'champion'}"]
+    release = dag.get_task("release_traffic")
+    assert release.is_teardown and "canary" in release.upstream_task_ids
+    assert dag.get_task("canary").execution_timeout.total_seconds() > 3600  # four steps of waiting fit
+    assert {"version", "steps", "step_minutes", "pass_score"} <= set(dag.params.keys())
+    assert set(dagbag.dags["fraud_rollback"].params.keys()) == {"reason"}
 
 
 def test_dag_files_import_no_heavy_libraries():
@@ -60,5 +80,5 @@ def test_broken_yaml_is_left_out_not_fatal(tmp_path, caplog):
     bad = tmp_path / "broken.yaml"
     bad.write_text(good.read_text().replace("window_days: 2", "window_days: -1"))
     dags = build_all([good, bad])
-    assert sorted(dags) == ["tumors_monitoring", "tumors_training"]
+    assert sorted(dags) == ["tumors_canary", "tumors_monitoring", "tumors_rollback", "tumors_training"]
     assert "broken.yaml: training.window_days" in caplog.text

@@ -43,6 +43,7 @@ def running_stack(inbox, extra_env: dict, *, prefix: str = "mlops-e2e-"):
         "MLOPS_AIRFLOW_PORT": str(free_port()),
         "MLOPS_MLFLOW_PORT": str(free_port()),
         "MLOPS_S3_PORT": str(free_port()),
+        "MLOPS_GATEWAY_PORT": str(free_port()),
         "AIRFLOW_CONN_SMTP_DEFAULT": json.dumps({
             "conn_type": "smtp", "host": "127.0.0.1", "port": inbox.smtp_port,
             "extra": {"disable_ssl": True, "disable_tls": True, "from_email": "airflow@example.com"},

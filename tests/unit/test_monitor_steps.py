@@ -9,14 +9,17 @@ from __future__ import annotations
 import socket
 from datetime import date, timedelta
 
+import numpy as np
 import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
 from ml_ops.config import load_pipeline_by_name
+from ml_ops.deployment import LOG_COLUMNS, serving_logs_prefix
 from ml_ops.interval import DayInterval
 from ml_ops.monitor_steps import (
     MONITORING_KEY_TAG,
+    Champion,
     day_step,
     drift_step,
     monitoring_experiment,
@@ -171,3 +174,129 @@ def test_one_retrain_per_cooldown(world):
     assert decisions == {"2026-02-01": True, "2026-02-02": False, "2026-02-07": False, "2026-02-08": True}
     assert should_retrain(store, cfg, "2026-02-01")  # a retried task gets the same answer
     assert [r["day"] for r in store.read_jsonl(retrain_log_uri(cfg))] == ["2026-02-01", "2026-02-08"]
+
+
+# --------------------------------------------------------------------------- serving logs as current data
+
+LOGS_DAY = "2026-02-20"  # far from any features partition: only the logs can be the current data
+SCORE_DAY = "2026-02-21"
+BAD_LOGS_DAY = "2026-02-23"
+
+
+@pytest.fixture(scope="module")
+def champion(world):
+    cfg, _, tracking_uri = world
+    return Champion(cfg, tracking_uri)
+
+
+def log_rows(features: pd.DataFrame, inputs: list[str], ds: str, *, route: str = "champion", version=1,
+             score=None, error=None) -> pd.DataFrame:
+    """Rows as the gateway logs them: the model's inputs + LOG_COLUMNS, spread over the day's hours."""
+    n = len(features)
+    rows = features[inputs].reset_index(drop=True)
+    rows["request_id"] = [f"{route}-{ds}-{i}" for i in range(n)]
+    rows["row"] = 0
+    rows["ts"] = pd.Timestamp(ds, tz="UTC") + pd.to_timedelta(np.arange(n) * (86_399 // max(n, 1)), unit="s")
+    rows["version"] = version
+    rows["route"] = route
+    rows["routing_key"] = [f"c{i % 97}" for i in range(n)]
+    rows["latency_ms"] = 3.0
+    rows["score"] = np.nan if score is None else score
+    rows["error"] = error
+    assert set(LOG_COLUMNS) <= set(rows.columns)
+    return rows
+
+
+def write_serving_logs(store: ObjectStore, cfg, ds: str, rows: pd.DataFrame) -> list[str]:
+    """One part file per hour, under serving_logs/ds=<day>/hour=<hh>/, as the gateway writes them."""
+    uris = []
+    for hour, part in rows.groupby(rows["ts"].dt.hour):
+        target = f"{serving_logs_prefix(cfg)}/ds={ds}/hour={hour:02d}/part-00000.parquet"
+        uris.append(store.write_parquet(part.reset_index(drop=True), target))
+    return uris
+
+
+def test_serving_logs_are_the_current_data_champion_rows_only(world, champion):
+    """A quiet day's traffic: its champion rows are all that is compared. Canary rows and failed
+    predictions carry wildly shifted inputs and would alarm if they were not left out; rows a previous
+    champion version answered carry a nonsense score and are re-scored by today's champion."""
+    cfg, store, tracking_uri = world
+    quiet = store.read_parquet(uri(cfg, "features", day(8).ds))
+    inputs = champion.inputs
+    served = log_rows(quiet, inputs, LOGS_DAY, score=champion.score(quiet))
+    stale = served.sample(200, random_state=1).index
+    served.loc[stale, ["version", "score"]] = [0, 0.999]  # answered by the champion before a promotion
+    shifted = quiet.sample(400, random_state=2).assign(amount=lambda d: d["amount"] * 50, customer_age=19)
+    canary = log_rows(shifted.iloc[:300], inputs, LOGS_DAY, route="canary", version=2, score=0.99)
+    failed = log_rows(shifted.iloc[300:], inputs, LOGS_DAY, score=None, error="ValueError: bad input")
+    write_serving_logs(store, cfg, LOGS_DAY, pd.concat([served, canary, failed], ignore_index=True))
+    # a second file of an hour whose few requests carried no amount: an all-null column has no type
+    nulls = log_rows(quiet.iloc[:5], inputs, LOGS_DAY, route="canary", version=2, score=0.5).assign(amount=None)
+    assert nulls["amount"].dtype == object
+    store.write_parquet(nulls, f"{serving_logs_prefix(cfg)}/ds={LOGS_DAY}/hour=23/part-00001.parquet")
+    assert not store.exists(uri(cfg, "features", LOGS_DAY))
+
+    out = drift_step(cfg, store, DayInterval.for_day(date.fromisoformat(LOGS_DAY)), tracking_uri)
+    assert out["current_source"] == "serving_logs" and out["n_current"] == len(quiet), out
+    assert not out["drift_alarm"], out["drifted_columns"]
+    record = store.read_json(out["result_uri"])
+    assert record["current_source"] == "serving_logs" and record["n_current"] == len(quiet)
+    current = record["current"]
+    assert (current["rows_logged"], current["dropped_canary"], current["dropped_errors"]) == (len(quiet) + 405, 305, 100)
+    assert current["rescored"] == 200 and len(current["uris"]) > 12
+    assert all("/serving_logs/ds=2026-02-20/hour=" in u for u in current["uris"])
+    run = MlflowClient(tracking_uri).get_run(out["mlflow_run_id"])
+    assert run.data.tags["current_source"] == "serving_logs"
+
+
+def test_the_served_score_is_what_score_drift_compares(world, champion):
+    cfg, store, tracking_uri = world
+    quiet = store.read_parquet(uri(cfg, "features", day(8).ds))
+    # the gateway served scores the champion would not give (e.g. a broken preprocessing in serving)
+    write_serving_logs(store, cfg, SCORE_DAY, log_rows(quiet, champion.inputs, SCORE_DAY,
+                                                       score=1.0 - champion.score(quiet)))
+    out = drift_step(cfg, store, DayInterval.for_day(date.fromisoformat(SCORE_DAY)), tracking_uri)
+    assert out["current_source"] == "serving_logs"
+    assert out["drift_alarm"] and out["drifted_columns"] == ["score"], out["drifted_columns"]
+
+
+def test_without_usable_logs_the_features_stand_in(world, champion, shift_day):
+    cfg, store, tracking_uri = world
+    record = store.read_json(shift_day["result_uri"])
+    assert shift_day["current_source"] == record["current_source"] == "features"
+    assert record["current"]["uris"] == [uri(cfg, "features", day(10).ds)]
+    assert "no serving logs under" in record["current"]["note"]
+
+    # a day whose traffic all went to the canary or failed: the champion served nothing, features stand in
+    holdout = store.read_parquet(uri(cfg, "features", day(7).ds))
+    write_serving_logs(store, cfg, day(7).ds, pd.concat([
+        log_rows(holdout.iloc[:100], champion.inputs, day(7).ds, route="canary", version=2, score=0.1),
+        log_rows(holdout.iloc[100:150], champion.inputs, day(7).ds, error="TimeoutError"),
+    ], ignore_index=True))
+    out = drift_step(cfg, store, day(7), tracking_uri)
+    assert out["current_source"] == "features" and out["n_current"] == len(holdout)
+    note = store.read_json(out["result_uri"])["current"]["note"]
+    assert "none of the 150 logged rows" in note and "50 failed, 100 routed to the canary" in note
+
+    # no logs and no features: the message says both
+    with pytest.raises(SkipStep, match=r"features/ds=2026-02-22/data.parquet does not exist.*no serving logs"):
+        drift_step(cfg, store, DayInterval.for_day(date(2026, 2, 22)), tracking_uri)
+
+
+def test_unusable_log_files_are_named(world, champion):
+    cfg, store, tracking_uri = world
+    bad_day = DayInterval.for_day(date.fromisoformat(BAD_LOGS_DAY))
+    quiet = store.read_parquet(uri(cfg, "features", day(8).ds))
+    rows = log_rows(quiet.iloc[:500], champion.inputs, BAD_LOGS_DAY, score=0.1)
+    part = f"{serving_logs_prefix(cfg)}/ds={BAD_LOGS_DAY}/hour=07/part-00000.parquet"
+    store.write_parquet(rows.drop(columns=["amount"]), part)
+    with pytest.raises(SkipStep, match=r"hour=07/part-00000.parquet lacks column\(s\) \['amount'\]"):
+        drift_step(cfg, store, bad_day, tracking_uri)
+    store.write_parquet(rows.assign(amount="12.50"), part)
+    with pytest.raises(SkipStep, match=r"hour=07/part-00000.parquet: column\(s\) \['amount'\] should be numeric"):
+        drift_step(cfg, store, bad_day, tracking_uri)
+    store.put_bytes(part, b"PAR1 not really parquet")
+    failing = cfg.model_copy(update={"monitoring": cfg.monitoring.model_copy(update={"on_missing_data": "fail"})})
+    with pytest.raises(ValueError, match=r"hour=07/part-00000.parquet cannot be read as parquet.*on_missing_data=fail"):
+        drift_step(failing, store, bad_day, tracking_uri)
+    assert not store.exists(uri(cfg, "drift", BAD_LOGS_DAY, "report.html"))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import os
 import socket
 from pathlib import Path
@@ -33,7 +34,7 @@ def _our_processes(stack: Stack) -> list[int]:
 @pytest.fixture
 def stack(tmp_path):
     st = Stack(home=tmp_path / "home", s3_port=_free_port(), mlflow_port=_free_port(),
-               airflow_port=_free_port(), startup_timeout=60, stop_grace=10)
+               airflow_port=_free_port(), gateway_port=_free_port(), startup_timeout=60, stop_grace=10)
     yield st
     st.down()
 
@@ -127,3 +128,43 @@ def test_a_crashing_service_is_reported_in_one_line(stack, monkeypatch):
     log = stack.home / "logs" / "s3.log"
     assert str(err.value) == f"s3 failed to start: FATAL: cannot open store; log: {log}"
     assert _our_processes(stack) == []
+
+
+def test_gateway_service_and_its_airflow_connection(stack, monkeypatch):
+    monkeypatch.delenv("MLOPS_GATEWAY_TOKEN", raising=False)
+    gateway = stack.services()["gateway"]
+    assert gateway.argv[1:] == ["-m", "ml_ops.serving"] and gateway.port == stack.gateway_port
+    env = gateway.env
+    assert env["MLFLOW_TRACKING_URI"] == stack.mlflow_url and env["MLOPS_S3_ENDPOINT"] == stack.s3_url
+    assert env["MLOPS_GATEWAY_PORT"] == str(stack.gateway_port) and env["MLOPS_BUCKET"] == stack.bucket
+    assert (env["AWS_ACCESS_KEY_ID"], env["AWS_SECRET_ACCESS_KEY"]) == (stack.s3_access_key, stack.s3_secret_key)
+    token = env["MLOPS_GATEWAY_TOKEN"]
+    assert len(token) >= 32 and token == Stack(home=stack.home).gateway_token  # generated once, kept on disk
+    conn = json.loads(stack._airflow_vars()["AIRFLOW_CONN_MLOPS_GATEWAY"])
+    assert conn == {"conn_type": "http", "host": "127.0.0.1", "port": stack.gateway_port, "schema": "http",
+                    "password": token}
+    assert stack.gateway_url == f"http://127.0.0.1:{stack.gateway_port}"
+    monkeypatch.setenv("MLOPS_GATEWAY_TOKEN", "from-env")
+    assert stack.services()["gateway"].env["MLOPS_GATEWAY_TOKEN"] == "from-env"
+    # the shutdown order: the gateway stops after Airflow (which calls it) and before MLflow and S3
+    assert stack.service_names.index("gateway") > stack.service_names.index("mlflow")
+
+
+def test_a_home_from_before_the_gateway_keeps_its_airflow_secrets(tmp_path):
+    home = tmp_path / "home"
+    home.mkdir()
+    old = {"fernet_key": "f", "jwt_secret": "j", "api_secret_key": "a"}
+    (home / "secrets.json").write_text(json.dumps(old))
+    secrets = Stack(home=home)._secrets()
+    assert {k: secrets[k] for k in old} == old and secrets["gateway_token"]
+    assert json.loads((home / "secrets.json").read_text()) == secrets
+
+
+def test_gateway_port_taken_names_its_variable(stack):
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", stack.gateway_port))
+        squatter.listen()
+        with pytest.raises(StackError) as err:
+            stack.up(["gateway"])
+    assert str(err.value) == (f"port {stack.gateway_port} (gateway) is already in use by another process; "
+                              "set MLOPS_GATEWAY_PORT")

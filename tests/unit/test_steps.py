@@ -1,4 +1,4 @@
-"""Step-level rules that matter for the registry: promotion is never stale, canary mode never touches champion."""
+"""Step-level rules that matter for the registry: promotion is never stale, canary mode never touches an existing champion."""
 
 import pytest
 from mlflow import MlflowClient
@@ -17,19 +17,25 @@ def client(tmp_path):
     return c
 
 
+def direct():
+    """The fraud pipeline with promotion.mode direct (the shipped YAML rolls winners out as canaries)."""
+    cfg = load_pipeline_by_name("fraud")
+    return cfg.model_copy(update={"promotion": cfg.promotion.model_copy(update={"mode": "direct"})})
+
+
 def decision(version, champion_version, reason="better"):
     return {"version": version, "champion_version": champion_version, "reason": reason, "promote": True}
 
 
 def test_first_winner_becomes_champion_then_next(client):
-    cfg = load_pipeline_by_name("fraud")
+    cfg = direct()
     assert promote_step(cfg, client, decision(1, None)) == {"champion": 1, "previous": None}
     assert promote_step(cfg, client, decision(2, 1))["previous"] == 1
     assert str(client.get_model_version_by_alias("fraud", "champion").version) == "2"
 
 
 def test_stale_decision_does_not_put_an_older_model_back(client):
-    cfg = load_pipeline_by_name("fraud")
+    cfg = direct()
     promote_step(cfg, client, decision(1, None))
     promote_step(cfg, client, decision(2, 1))
     # re-running day 1's promote after v2 took over: v1 was compared with "no champion"
@@ -39,21 +45,20 @@ def test_stale_decision_does_not_put_an_older_model_back(client):
 
 
 def test_rerun_of_the_same_promotion_is_a_no_op(client):
-    cfg = load_pipeline_by_name("fraud")
+    cfg = direct()
     promote_step(cfg, client, decision(1, None))
     assert promote_step(cfg, client, decision(1, None))["note"] == "already champion"
 
 
-def test_canary_mode_sets_canary_alias_only(client):
+def test_canary_mode_sets_canary_alias_only_once_a_champion_exists(client):
     cfg = load_pipeline_by_name("fraud").model_copy(
         update={"promotion": load_pipeline_by_name("fraud").promotion.model_copy(update={"mode": "canary"})}
     )
-    promote_step(cfg, client, decision(1, None))
-    assert str(client.get_model_version_by_alias("fraud", "canary").version) == "1"
-    from mlflow.exceptions import MlflowException
-
-    with pytest.raises(MlflowException):
-        client.get_model_version_by_alias("fraud", "champion")
+    # a first model has nothing to be judged against: it becomes champion directly
+    assert promote_step(cfg, client, decision(1, None)) == {"champion": 1, "previous": None}
+    assert promote_step(cfg, client, decision(2, 1)) == {"canary": 2, "champion": 1}
+    assert str(client.get_model_version_by_alias("fraud", "canary").version) == "2"
+    assert str(client.get_model_version_by_alias("fraud", "champion").version) == "1"
 
 
 def test_decision_text_lists_checks():

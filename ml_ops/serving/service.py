@@ -1,0 +1,258 @@
+"""One request's life in the gateway: choose the pipeline's deployment, parse and validate the rows,
+route each row (sticky), predict per route, log every row, count it. HTTP-free (``app.py`` maps it).
+
+Serving-log rows carry ``ml_ops.deployment.LOG_COLUMNS`` plus the model's input columns (typed as the
+signature says) and the routing key / id columns when sent. Failed requests are logged too: a model
+error as one row per input row (score NaN, ``error`` set); a request refused before a model was chosen
+(bad body, no champion) as a single row with ``version``/``route`` null.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import math
+import time
+from datetime import datetime, timezone
+
+import numpy as np
+
+from ml_ops.deployment import FEEDBACK_COLUMNS, LOG_COLUMNS, feedback_prefix, serving_logs_prefix
+from ml_ops.serving.errors import RequestError
+from ml_ops.serving.logbuffer import PartitionedLog
+from ml_ops.serving.metrics import Metrics
+from ml_ops.serving.models import Deployment, LoadedModel, ModelResolver
+from ml_ops.serving.routing import assign, routing_keys
+from ml_ops.serving.schema import check_columns, convert, parse_json, table_from_payload
+from ml_ops.serving.settings import Settings
+
+log = logging.getLogger("ml_ops.serving")
+
+LOG_DTYPES = {"request_id": "object", "row": "int64", "ts": "datetime64[ns, UTC]", "version": "Int64",
+              "route": "object", "routing_key": "object", "latency_ms": "float64", "score": "float64",
+              "error": "object"}
+FEEDBACK_DTYPES = {"request_id": "object", "row": "int64", "label": "int64", "ts": "datetime64[ns, UTC]"}
+assert tuple(LOG_DTYPES) == LOG_COLUMNS and tuple(FEEDBACK_DTYPES) == FEEDBACK_COLUMNS
+MAX_LABELS = 10_000
+_FEEDBACK_KEYS = {"request_id", "label", "row"}
+
+
+def _text(values) -> list:
+    return [None if v is None or (isinstance(v, float) and math.isnan(v)) else str(v) for v in values]
+
+
+class Gateway:
+    def __init__(self, settings: Settings, store=None, resolver: ModelResolver | None = None):
+        if store is None:
+            from ml_ops.storage import store_from_env
+
+            store = store_from_env()
+        self.settings, self.store = settings, store
+        self.metrics = Metrics()
+        self.resolver = resolver or ModelResolver(settings, store)
+        m = self.metrics
+        common = {"flush_rows": settings.flush_rows, "flush_seconds": settings.flush_seconds}
+        self.logs = PartitionedLog(store, name="predictions", base_dtypes=LOG_DTYPES, **common,
+                                   on_write=lambda uri, n: m.log_rows.labels("predictions").inc(n),
+                                   on_error=lambda name, exc: m.log_errors.labels("predictions").inc())
+        self.labels = PartitionedLog(store, name="feedback", base_dtypes=FEEDBACK_DTYPES, **common,
+                                     on_write=lambda uri, n: m.log_rows.labels("feedback").inc(n),
+                                     on_error=lambda name, exc: m.log_errors.labels("feedback").inc())
+
+    # ---- lifecycle ------------------------------------------------------------------------------------
+    def start(self) -> None:
+        self.resolver.start()
+        self.logs.start()
+        self.labels.start()
+
+    def close(self) -> dict[str, list[str]]:
+        """Stop polling and write every buffered row (shutdown)."""
+        self.resolver.stop()
+        written = {"predictions": self.logs.close(), "feedback": self.labels.close()}
+        log.info("gateway stopped; final flush wrote %d prediction and %d feedback part(s)",
+                 len(written["predictions"]), len(written["feedback"]))
+        return written
+
+    def flush(self) -> dict[str, list[str]]:
+        return {"predictions": self.logs.flush(), "feedback": self.labels.flush()}
+
+    # ---- which pipeline -------------------------------------------------------------------------------
+    def pipeline_name(self, given: str | None) -> str:
+        names = self.resolver.names
+        if given:
+            return given
+        if self.settings.default_pipeline:
+            return self.settings.default_pipeline
+        if len(names) == 1:
+            return names[0]
+        raise RequestError(400, f"no pipeline chosen: send header X-Pipeline, ?pipeline= or POST "
+                                f"/pipelines/<name>/invocations (known: {names})")
+
+    def deployment(self, name: str) -> Deployment:
+        found = self.resolver.get(name)
+        if found is not None:
+            return found
+        if self.resolver.polls == 0:
+            raise RequestError(503, "the gateway is starting: pipelines are not resolved yet", kind="unavailable")
+        raise RequestError(404, f"unknown pipeline {name!r}; known pipelines: {self.resolver.names}")
+
+    # ---- predictions ----------------------------------------------------------------------------------
+    async def invoke(self, dep: Deployment, body: bytes, *, request_id: str, routing_header: str | None) -> dict:
+        """Predictions for one request; raises ``RequestError`` (logged and counted) when it fails."""
+        ts = datetime.now(timezone.utc)
+        t0 = time.perf_counter()
+        name, cfg = dep.name, dep.cfg
+        try:
+            payload = parse_json(body)
+            if dep.champion is None:
+                if not dep.resolved:
+                    why = f"pipeline {name!r} is not available yet: {'; '.join(dep.errors)}"
+                elif dep.champion_version is None:
+                    why = (f"pipeline {name!r} has no champion model yet: no version of registered model "
+                           f"{name!r} holds the alias 'champion'")
+                else:
+                    why = f"pipeline {name!r}: champion v{dep.champion_version} is not loaded ({'; '.join(dep.errors) or 'loading'})"
+                raise RequestError(503, why, kind="unavailable")
+            table = table_from_payload(payload)
+            if table.n == 0:
+                raise RequestError(422, "empty batch: the request has no rows")
+            limit = cfg.serving.max_batch_rows
+            if table.n > limit:
+                raise RequestError(413, f"{table.n} rows in one request; pipeline {name!r} takes at most {limit} "
+                                        "(serving.max_batch_rows)", kind="too_large")
+            schemas = dep.schemas
+            if schemas:
+                check_columns(table, schemas, dep.extra_columns, f"{name} v{dep.champion.version}")
+            key_column = table.data.get(cfg.routing_key) if cfg.routing_key else None
+            keys = routing_keys(table.n, header=routing_header, column=key_column, request_id=request_id)
+            routes = assign(name, keys, dep.weight)
+            groups: dict[str, list[int]] = {}
+            for i, r in enumerate(routes):
+                groups.setdefault(r, []).append(i)
+            typed_by_schema: dict[int, dict[str, np.ndarray]] = {}
+            plan = []
+            for route, rows in groups.items():
+                model = dep.model(route)
+                typed = typed_by_schema.get(id(model.schema))
+                if typed is None:
+                    typed = typed_by_schema[id(model.schema)] = convert(table, model.schema, dep.extra_columns)
+                if len(rows) != table.n:
+                    idx = np.asarray(rows)
+                    typed = {c: a[idx] for c, a in typed.items()}
+                plan.append((route, rows, model, typed))
+        except RequestError as err:
+            self._log_refused(dep, ts, request_id, err, routing_header)
+            self.metrics.request_seconds.labels(name, str(err.status)).observe(time.perf_counter() - t0)
+            raise
+
+        outcomes = await asyncio.gather(*(m.runner.predict(typed, len(rows)) for _, rows, m, typed in plan),
+                                        return_exceptions=True)
+        n = table.n
+        scores = np.full(n, np.nan)
+        versions: list[int | None] = [None] * n
+        failure: tuple[str, LoadedModel, BaseException] | None = None
+        for (route, rows, model, typed), outcome in zip(plan, outcomes):
+            idx = np.asarray(rows)
+            for i in rows:
+                versions[i] = model.version
+            if isinstance(outcome, BaseException):
+                if not isinstance(outcome, Exception):
+                    raise outcome  # cancellation and the like: not the model's fault
+                error = f"{type(outcome).__name__}: {outcome}"
+                log.warning("%s v%s (%s) failed on request %s: %s", name, model.version, route, request_id, error)
+                failure = failure or (route, model, outcome)
+                self.metrics.failed(name, model.version, route, "model", 500)
+                self._log_rows(dep, ts, request_id, rows, model, route, keys, typed, table, None, None, error)
+                continue
+            group_scores, seconds = outcome
+            scores[idx] = group_scores
+            self.metrics.predicted(name, model.version, route, len(rows), seconds, group_scores)
+            self._log_rows(dep, ts, request_id, rows, model, route, keys, typed, table, group_scores,
+                           seconds * 1000.0, None)
+        status = 500 if failure else 200
+        self.metrics.request_seconds.labels(name, str(status)).observe(time.perf_counter() - t0)
+        if failure:
+            route, model, exc = failure
+            raise RequestError(500, f"model {name} v{model.version} ({route}) failed: {type(exc).__name__}: {exc}",
+                               kind="model")
+        predictions = [None if math.isnan(s) else s for s in scores.tolist()]  # NaN is not JSON
+        return {"predictions": predictions, "versions": versions, "routes": routes, "request_id": request_id}
+
+    def _log_rows(self, dep: Deployment, ts: datetime, request_id: str, rows: list[int], model: LoadedModel,
+                  route: str, keys: list[str], typed: dict, table, scores, latency_ms, error) -> None:
+        n = len(rows)
+        whole = n == table.n
+        columns = {
+            "request_id": request_id, "row": rows, "ts": ts, "version": model.version, "route": route,
+            "routing_key": keys if whole else [keys[i] for i in rows],
+            "latency_ms": latency_ms if latency_ms is not None else np.nan,
+            "score": scores if scores is not None else np.nan, "error": error,
+        }
+        columns.update(typed)
+        for c in dep.extra_columns:
+            values = table.data.get(c)
+            if values is not None and c not in typed:
+                columns[c] = _text(values if whole else [values[i] for i in rows])
+        self.logs.append(serving_logs_prefix(dep.cfg), ts, n, columns, dep.log_dtypes)
+
+    def _log_refused(self, dep: Deployment, ts: datetime, request_id: str, err: RequestError,
+                     routing_header: str | None) -> None:
+        self.metrics.failed(dep.name, None, None, err.kind, err.status)
+        columns = {"request_id": request_id, "row": 0, "ts": ts, "version": None, "route": None,
+                   "routing_key": routing_header or request_id, "latency_ms": np.nan, "score": np.nan,
+                   "error": f"{err.status}: {err.message}"}
+        self.logs.append(serving_logs_prefix(dep.cfg), ts, 1, columns, dep.log_dtypes)
+
+    # ---- feedback -------------------------------------------------------------------------------------
+    def feedback(self, dep: Deployment, body: bytes) -> dict:
+        payload = parse_json(body)
+        if "labels" in payload:
+            if set(payload) != {"labels"}:
+                raise RequestError(422, f"with 'labels', no other key is allowed; got {sorted(payload)}")
+            items, where = payload["labels"], "labels"
+            if not isinstance(items, list) or not items:
+                raise RequestError(422, "'labels' must be a non-empty list of {request_id, label, row}")
+        else:
+            items, where = [payload], None
+        if len(items) > MAX_LABELS:
+            raise RequestError(413, f"{len(items)} labels in one request; at most {MAX_LABELS}", kind="too_large")
+        ids, rows, labels = [], [], []
+        for i, item in enumerate(items):
+            at = f"{where}[{i}]" if where else "the body"
+            prefix = f"{at}." if where else ""
+            if not isinstance(item, dict):
+                raise RequestError(422, f"{at} must be an object {{request_id, label, row}}")
+            unknown = sorted(set(item) - _FEEDBACK_KEYS)
+            if unknown:
+                raise RequestError(422, f"{at}: unknown key(s) {unknown}; expected request_id, label, row")
+            rid, label, row = item.get("request_id"), item.get("label"), item.get("row", 0)
+            if not isinstance(rid, str) or not 0 < len(rid) <= 128:
+                raise RequestError(422, f"{prefix}request_id must be the request id (1-128 characters), got {rid!r}")
+            if type(label) not in (int, float, bool) or label not in (0, 1):
+                raise RequestError(422, f"{prefix}label must be 0 or 1, got {label!r}")
+            if type(row) is not int or row < 0:
+                raise RequestError(422, f"{prefix}row must be a row index >= 0, got {row!r}")
+            ids.append(rid)
+            rows.append(row)
+            labels.append(int(label))
+        ts = datetime.now(timezone.utc)
+        self.labels.append(feedback_prefix(dep.cfg), ts, len(ids),
+                           {"request_id": ids, "row": rows, "label": labels, "ts": ts})
+        self.metrics.feedback.labels(dep.name).inc(len(ids))
+        return {"accepted": len(ids), "pipeline": dep.name}
+
+    # ---- status ---------------------------------------------------------------------------------------
+    def render_metrics(self) -> bytes:
+        m = self.metrics
+        for name, d in self.resolver.status().items():
+            m.weight.labels(name).set(d["effective_weight"])
+            m.version.labels(name, "champion").set(d["champion"]["serving"] or 0)
+            m.version.labels(name, "canary").set((d["canary"]["serving"] or 0) if d["effective_weight"] > 0 else 0)
+        m.log_buffered.labels("predictions").set(self.logs.pending_rows)
+        m.log_buffered.labels("feedback").set(self.labels.pending_rows)
+        return m.render()
+
+
+def dumps(obj) -> bytes:
+    return json.dumps(obj, separators=(",", ":"), allow_nan=False, default=str).encode()
