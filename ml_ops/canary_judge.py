@@ -14,8 +14,8 @@ tolerance AND its point estimate (``effect``) is past the tolerance:
   Mann-Whitney U of canary / (1 + tol) against the champion (decrease: canary / (1 - tol)).
 * ``score`` (continuous, median reported): a relative shift is meaningless for fraud scores near 0, so
   ``effect`` = A - 0.5, where A = P(canary score > champion score) (Mann-Whitney U / (n1 n2), the
-  "probability of superiority"); tolerance on |A - 0.5| (0.1: A outside 0.4..0.6, about a third of a
-  standard deviation of shift). z-test of A with DeLong's standard error.
+  "probability of superiority"); tolerance on |A - 0.5| (0.2: A outside 0.3..0.7, about x10 on
+  fraud-like scores; a retrained model commonly moves A by 0.1). z-test of A with DeLong's standard error.
 
 Data: ``error_rate``, ``latency_ms``, ``score`` need ``policy.min_requests`` values per side, ``accuracy``
 ``policy.min_labels``; fewer -> that metric is "nodata". Outcome, in order: a failing critical metric ->

@@ -174,10 +174,12 @@ def _default_canary_metrics() -> dict[str, CanaryMetric]:
     return {
         "error_rate": CanaryMetric(direction="increase", tolerance=0.01, critical=True),
         "latency_ms": CanaryMetric(direction="increase", tolerance=0.10, critical=True),
-        # Effect size, not a relative shift (fraud scores sit near 0.01): 0.1 flags a gross change of the
-        # score distribution (about x3 on fraud-like scores). Weight 0.5 keeps a score-only failure
-        # "marginal" (score 86, or 80 while accuracy has no labels), never an outright fail.
-        "score": CanaryMetric(direction="either", tolerance=0.10, weight=0.5),
+        # Effect size, not a relative shift (fraud scores sit near 0.01): 0.2 flags a gross change of the
+        # score distribution (about x10 on fraud-like scores, an inverted or constant model) but lets a
+        # retrained model's honest shift through (0.1 rolled back a better challenger trained on twice
+        # the data, A = 0.63). Weight 0.5 keeps a score-only failure "marginal" (score 86, or 80 while
+        # accuracy has no labels), never an outright fail.
+        "score": CanaryMetric(direction="either", tolerance=0.20, weight=0.5),
         "accuracy": CanaryMetric(direction="decrease", tolerance=0.02, critical=True),
     }
 

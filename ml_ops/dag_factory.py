@@ -60,6 +60,7 @@ def default_args(cfg: Pipeline) -> dict:
 
 
 def build_training_dag(cfg: Pipeline):
+    from airflow.providers.standard.operators.empty import EmptyOperator
     from airflow.sdk import DAG, Asset, AssetOrTimeSchedule, CronDataIntervalTimetable, Param, task
 
     from ml_ops.operators import (
@@ -121,13 +122,19 @@ def build_training_dag(cfg: Pipeline):
             """Skips promotion for a challenger that did not pass the gate (a normal outcome, not a failure)."""
             return bool(decision["promote"])
 
-        promote = PromoteOperator(
-            task_id="promote",
-            pipeline=cfg.name,
-            decision=compare.output,
+        promote = PromoteOperator(task_id="promote", pipeline=cfg.name, decision=compare.output)
+        handed_on = "canary" if p.mode == "canary" else "champion"
+
+        @task.short_circuit(task_id=f"new_{handed_on}")
+        def new_version(result: dict, handed_on: str) -> bool:
+            """Only a real hand-off is announced: a first model that went straight to champion (canary mode)
+            or a re-run that found it already champion must not start a rollout or wake a listener."""
+            return result.get("moved") == handed_on
+
+        new_version(promote.output, handed_on) >> EmptyOperator(
+            task_id=f"announce_{handed_on}",
             # Named, not s3:// URI'd: an s3 URI makes Airflow import the amazon provider at parse time.
-            outlets=[Asset(name=f"{cfg.name}_{'canary' if p.mode == 'canary' else 'champion'}",
-                           extra={"decision_log": f"{cfg.prefix()}/decisions/log.jsonl"})],
+            outlets=[Asset(name=f"{cfg.name}_{handed_on}", extra={"decision_log": f"{cfg.prefix()}/decisions/log.jsonl"})],
         )
         extract >> validate >> features >> train
         challenger_won(compare.output) >> promote
@@ -202,7 +209,7 @@ def build_monitoring_dag(cfg: Pipeline):
 CANARY_DOC = """\
 ### {name}: canary rollout of a winning challenger
 
-Starts when the training DAG's promote task emits Asset `{name}_canary` (promotion.mode: canary), or manually
+Starts when the training DAG's `announce_canary` task emits Asset `{name}_canary` (promotion.mode: canary), or manually
 with Params. The `canary` version takes {steps} % of the serving gateway's traffic step by step; each step
 runs {minutes} min, then the judge compares canary and champion on that step's serving logs (error rate,
 latency, score distribution, accuracy once labels arrive): Mann-Whitney U / two-proportion tests with

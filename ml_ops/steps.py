@@ -240,7 +240,7 @@ def promote_step(cfg: Pipeline, client, decision: dict) -> dict:
     version = int(decision["version"])
     current = current_version(client, cfg.name, "champion")
     if current == version:
-        return {"champion": version, "previous": None, "note": "already champion"}
+        return {"champion": version, "previous": None, "moved": None, "note": "already champion"}
     if current != decision.get("champion_version"):
         raise SkipStep(
             f"champion is v{current} now, but v{version} was compared with v{decision.get('champion_version')}; "
@@ -250,6 +250,6 @@ def promote_step(cfg: Pipeline, client, decision: dict) -> dict:
         # The canary DAG (scheduled on this task's Asset) shifts traffic and decides; a first model has
         # nothing to be judged against and becomes champion directly.
         client.set_registered_model_alias(cfg.name, "canary", str(version))
-        return {"canary": version, "champion": current}
+        return {"canary": version, "champion": current, "moved": "canary"}
     previous = promote(client, cfg.name, version, reason=decision["reason"])
-    return {"champion": version, "previous": previous}
+    return {"champion": version, "previous": previous, "moved": "champion"}

@@ -41,7 +41,8 @@ def test_every_dag_has_tags_doc_and_retries(dagbag):
 
 def test_training_dag_shape(dagbag):
     dag = dagbag.dags["fraud_training"]
-    order = ["extract", "validate", "features", "train", "compare", "challenger_won", "promote"]
+    order = ["extract", "validate", "features", "train", "compare", "challenger_won", "promote", "new_canary",
+             "announce_canary"]
     for up, down in zip(order, order[1:]):
         assert down in dag.get_task(up).downstream_task_ids, f"{up} -> {down}"
     assert set(dag.params.keys()) >= {"data_date", "force_retrain"}
@@ -51,9 +52,12 @@ def test_canary_dag_runs_on_the_promote_asset_and_always_releases_traffic(dagbag
     dag = dagbag.dags["fraud_canary"]
     assert [a.name for a in dag.timetable.asset_condition.objects] == ["fraud_canary"]
     for name in ("fraud", "tumors"):  # a pipeline in canary mode hands its winner over through that Asset
-        promote = dagbag.dags[f"{name}_training"].get_task("promote")
-        mode = load_pipeline_by_name(name).promotion.mode
-        assert [a.name for a in promote.outlets] == [f"{name}_{'canary' if mode == 'canary' else 'champion'}"]
+        handed_on = "canary" if load_pipeline_by_name(name).promotion.mode == "canary" else "champion"
+        training = dagbag.dags[f"{name}_training"]
+        announce = training.get_task(f"announce_{handed_on}")
+        assert [a.name for a in announce.outlets] == [f"{name}_{handed_on}"]
+        assert training.get_task(f"new_{handed_on}").upstream_task_ids == {"promote"}
+        assert not training.get_task("promote").outlets  # skipped (no hand-off) -> no Asset event
     release = dag.get_task("release_traffic")
     assert release.is_teardown and "canary" in release.upstream_task_ids
     assert dag.get_task("canary").execution_timeout.total_seconds() > 3600  # four steps of waiting fit

@@ -77,27 +77,27 @@ def include_dir(tmp_path_factory):
     return target
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def stack(inbox, include_dir):
     with running_stack(inbox, {"MLOPS_INCLUDE_DIR": str(include_dir)}) as s:
         yield s
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def airflow(stack):
     from ml_ops.airflow_client import AirflowClient
 
     return AirflowClient(stack.airflow_url, stack.admin_user, stack.admin_password)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def store(stack):
     from ml_ops.storage import ObjectStore
 
     return ObjectStore(stack.s3_client())
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def mlflow_client(stack):
     from mlflow import MlflowClient
 

@@ -50,7 +50,7 @@ def postgres():
     conn.close()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def databases(postgres):
     """Fresh, uniquely named databases for Airflow and MLflow; dropped (connections and all) afterwards."""
     names = {role: f"mlops_e2e_{os.getpid()}_{role}" for role in ("airflow", "mlflow")}
@@ -67,7 +67,7 @@ def databases(postgres):
                     cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def broker_url():
     """A Redis database number that is empty and claimed by this run (SET NX), flushed afterwards."""
     import redis
@@ -92,7 +92,7 @@ def broker_url():
     pytest.fail(f"no empty Redis database among 1..{count - 1} at {REDIS_URL}")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def stack(inbox, include_dir, broker_url, databases):  # noqa: F811 - inbox/include_dir are fixtures
 
     env = {

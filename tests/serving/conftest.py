@@ -25,7 +25,7 @@ GATEWAY_ENV = {
 }
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def include_dir(tmp_path_factory):
     """include/ with the tumors pipeline marked serving.require_token (it has no model: a second pipeline
     that answers 503 while fraud serves)."""
@@ -36,7 +36,7 @@ def include_dir(tmp_path_factory):
     return target
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def stack(tmp_path_factory, include_dir):
     from ml_ops.stack import Stack
 
@@ -61,14 +61,14 @@ def stack(tmp_path_factory, include_dir):
                 os.environ[k] = v
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def store(stack):
     from ml_ops.storage import ObjectStore
 
     return ObjectStore(stack.s3_client())
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def world(stack, store):
     from tests.serving.helpers import build_world
 
@@ -79,7 +79,7 @@ def world(stack, store):
     return w
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def mlflow_client(stack):
     from mlflow import MlflowClient
 
@@ -149,7 +149,7 @@ def canary(stack, store, world, mlflow_client):
     c.clear()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def inverted(stack, world):
     """Version 2: the champion's pipeline returning 1 - p (tells canary answers from champion ones)."""
     from tests.model_variants import register_variant

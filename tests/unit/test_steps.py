@@ -29,7 +29,7 @@ def decision(version, champion_version, reason="better"):
 
 def test_first_winner_becomes_champion_then_next(client):
     cfg = direct()
-    assert promote_step(cfg, client, decision(1, None)) == {"champion": 1, "previous": None}
+    assert promote_step(cfg, client, decision(1, None)) == {"champion": 1, "previous": None, "moved": "champion"}
     assert promote_step(cfg, client, decision(2, 1))["previous"] == 1
     assert str(client.get_model_version_by_alias("fraud", "champion").version) == "2"
 
@@ -55,8 +55,9 @@ def test_canary_mode_sets_canary_alias_only_once_a_champion_exists(client):
         update={"promotion": load_pipeline_by_name("fraud").promotion.model_copy(update={"mode": "canary"})}
     )
     # a first model has nothing to be judged against: it becomes champion directly
-    assert promote_step(cfg, client, decision(1, None)) == {"champion": 1, "previous": None}
-    assert promote_step(cfg, client, decision(2, 1)) == {"canary": 2, "champion": 1}
+    # a first model goes straight to champion; the next winner only gets the canary alias (and is announced)
+    assert promote_step(cfg, client, decision(1, None)) == {"champion": 1, "previous": None, "moved": "champion"}
+    assert promote_step(cfg, client, decision(2, 1)) == {"canary": 2, "champion": 1, "moved": "canary"}
     assert str(client.get_model_version_by_alias("fraud", "canary").version) == "2"
     assert str(client.get_model_version_by_alias("fraud", "champion").version) == "1"
 
