@@ -10,7 +10,8 @@ tolerance AND its point estimate (``effect``) is past the tolerance:
 * ``error_rate``, ``accuracy`` (rates, mean reported): ``effect`` = p_canary - p_champion, tolerance
   absolute. Wald z-test of H0 "change <= tolerance" with the Agresti-Caffo adjustment (one success and
   one failure added per side), so zero errors on both sides still gives a sane standard error.
-* ``latency_ms`` (continuous, median reported): ``effect`` = median ratio - 1, tolerance relative.
+* ``latency_ms`` (continuous, median reported): the model call's CPU time (see ``step_samples``);
+  ``effect`` = median ratio - 1, tolerance relative.
   Mann-Whitney U of canary / (1 + tol) against the champion (decrease: canary / (1 - tol)).
 * ``score`` (continuous, median reported): a relative shift is meaningless for fraud scores near 0, so
   ``effect`` = A - 0.5, where A = P(canary score > champion score) (Mann-Whitney U / (n1 n2), the
@@ -56,14 +57,17 @@ def step_samples(logs: pd.DataFrame | None, feedback: pd.DataFrame | None, *,
     """``{"champion": {metric: 1-D array}, "canary": {...}}`` from serving-log rows and feedback.
 
     error_rate: one 0/1 per request (failed = any row has an error or no score); latency_ms: one per
-    successful request; score: one per successful row; accuracy: one 0/1 per labelled successful row,
+    successful request, the model call's CPU time (``model_cpu_ms``; logs without it: the wall time
+    ``latency_ms``), because a 10 % canary's wall time is inflated by sharing the GIL with the
+    champion's thread (``ml_ops.serving.runner``); score: one per successful row; accuracy: one 0/1 per labelled successful row,
     ``(score >= threshold) == label``, feedback joined on (request_id, row), the latest label winning."""
     out = {route: _empty() for route in _ROUTES}
     if logs is None or logs.empty:
         return out
+    latency = logs["model_cpu_ms"] if "model_cpu_ms" in logs else logs["latency_ms"]
     df = pd.DataFrame({
         "request_id": logs["request_id"].astype(str), "row": logs["row"].fillna(0).astype("int64"),
-        "route": logs["route"].astype(str), "latency_ms": pd.to_numeric(logs["latency_ms"], errors="coerce"),
+        "route": logs["route"].astype(str), "latency_ms": pd.to_numeric(latency, errors="coerce"),
         "score": pd.to_numeric(logs["score"], errors="coerce"),
     })
     error = logs["error"] if "error" in logs else pd.Series(None, index=logs.index, dtype=object)

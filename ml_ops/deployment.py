@@ -39,7 +39,8 @@ LOG_COLUMNS = (
     "version",      # int: model version that answered (None if the request failed before routing)
     "route",        # "champion" | "canary"
     "routing_key",  # str: value hashed for sticky routing
-    "latency_ms",   # float: model time of the request, the same for each of its rows
+    "latency_ms",   # float: wall time of the request's model call, the same for each of its rows
+    "model_cpu_ms",  # float: CPU time of that call in the model's thread (what the canary judge compares)
     "score",        # float: P(positive); NaN when the prediction failed
     "error",        # str | None: why the prediction failed
 )

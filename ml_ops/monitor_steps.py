@@ -174,7 +174,7 @@ def load_serving_logs(
     cfg: Pipeline, store: ObjectStore, ds: str, required: list[str]
 ) -> tuple[pd.DataFrame | None, dict]:
     """The day's successful champion-routed predictions from the gateway's logs: ``required`` input
-    columns plus the log columns (``ml_ops.deployment.LOG_COLUMNS``).
+    columns plus the log columns monitoring uses (version, route, score, error, ts).
 
     Returns ``(None, info)`` when the day has no usable traffic (no part files, or none of their rows
     is a successful champion prediction): the features partition stands in. A part file that cannot be
@@ -182,7 +182,7 @@ def load_serving_logs(
     ``info``: uris, rows read, rows dropped as failed predictions and as canary-routed."""
     import pandas as pd
 
-    from ml_ops.deployment import LOG_COLUMNS, serving_logs_prefix
+    from ml_ops.deployment import serving_logs_prefix
 
     parts = serving_log_parts(cfg, store, ds)
     info: dict = {"uris": parts, "rows_logged": 0, "dropped_errors": 0, "dropped_canary": 0}
@@ -192,7 +192,8 @@ def load_serving_logs(
     frames = []
     for part in parts:
         try:
-            df = store.read_parquet(part, columns=list(dict.fromkeys([*LOG_COLUMNS, *required])))
+            # Only what monitoring uses: older or newer gateways may log other columns too.
+            df = store.read_parquet(part, columns=list(dict.fromkeys(["ts", "version", "route", "score", "error", *required])))
         except Exception as exc:  # noqa: BLE001 - name the object, not just the parser's error
             _no_data(cfg, ds, f"{part} cannot be read as parquet: {type(exc).__name__}: {exc}")
         if len(df):

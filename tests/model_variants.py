@@ -1,7 +1,8 @@
 """Fault-injection versions of a registered model, for gateway and canary tests.
 
 ``register_variant`` wraps a version's fitted scikit-learn pipeline in ``VariantModel``, which can
-sleep on every call (``delay_ms``), raise on a random share of calls (``error_rate``, seeded) or return
+compute for ``delay_ms`` more on every call (CPU, like a heavier model: the canary judge compares
+the model call's CPU time), raise on a random share of calls (``error_rate``, seeded) or return
 1 - p (``invert``), and registers it as a new version of the same model, tagged ``variant=<description>``.
 The wrapper is pickled by value and this file ships with the model (``code_paths``), so any process that
 can load the base model (the gateway) can load the variant without the tests on its path.
@@ -47,8 +48,10 @@ class VariantModel(mlflow.pyfunc.PythonModel):
 
     # the DataFrame hint silences MLflow's "add type hints" warning without changing input handling
     def predict(self, context, model_input: pd.DataFrame, params=None) -> np.ndarray:
-        if self.delay_ms:
-            time.sleep(self.delay_ms / 1000.0)
+        if self.delay_ms:  # busy, not asleep: a slower model costs CPU time
+            end = time.thread_time() + self.delay_ms / 1000.0
+            while time.thread_time() < end:
+                pass
         if self.error_rate and self._draw() < self.error_rate:
             raise InjectedFailure(f"injected failure (variant error_rate={self.error_rate})")
         score = np.asarray(self.pipeline.predict_proba(model_input))[:, 1].astype("float64")

@@ -30,8 +30,8 @@ from ml_ops.serving.settings import Settings
 log = logging.getLogger("ml_ops.serving")
 
 LOG_DTYPES = {"request_id": "object", "row": "int64", "ts": "datetime64[ns, UTC]", "version": "Int64",
-              "route": "object", "routing_key": "object", "latency_ms": "float64", "score": "float64",
-              "error": "object"}
+              "route": "object", "routing_key": "object", "latency_ms": "float64", "model_cpu_ms": "float64",
+              "score": "float64", "error": "object"}
 FEEDBACK_DTYPES = {"request_id": "object", "row": "int64", "label": "int64", "ts": "datetime64[ns, UTC]"}
 assert tuple(LOG_DTYPES) == LOG_COLUMNS and tuple(FEEDBACK_DTYPES) == FEEDBACK_COLUMNS
 MAX_LABELS = 10_000
@@ -163,13 +163,13 @@ class Gateway:
                 log.warning("%s v%s (%s) failed on request %s: %s", name, model.version, route, request_id, error)
                 failure = failure or (route, model, outcome)
                 self.metrics.failed(name, model.version, route, "model", 500)
-                self._log_rows(dep, ts, request_id, rows, model, route, keys, typed, table, None, None, error)
+                self._log_rows(dep, ts, request_id, rows, model, route, keys, typed, table, None, None, None, error)
                 continue
-            group_scores, seconds = outcome
+            group_scores, seconds, cpu_seconds = outcome
             scores[idx] = group_scores
             self.metrics.predicted(name, model.version, route, len(rows), seconds, group_scores)
             self._log_rows(dep, ts, request_id, rows, model, route, keys, typed, table, group_scores,
-                           seconds * 1000.0, None)
+                           seconds * 1000.0, cpu_seconds * 1000.0, None)
         status = 500 if failure else 200
         self.metrics.request_seconds.labels(name, str(status)).observe(time.perf_counter() - t0)
         if failure:
@@ -180,13 +180,14 @@ class Gateway:
         return {"predictions": predictions, "versions": versions, "routes": routes, "request_id": request_id}
 
     def _log_rows(self, dep: Deployment, ts: datetime, request_id: str, rows: list[int], model: LoadedModel,
-                  route: str, keys: list[str], typed: dict, table, scores, latency_ms, error) -> None:
+                  route: str, keys: list[str], typed: dict, table, scores, latency_ms, cpu_ms, error) -> None:
         n = len(rows)
         whole = n == table.n
         columns = {
             "request_id": request_id, "row": rows, "ts": ts, "version": model.version, "route": route,
             "routing_key": keys if whole else [keys[i] for i in rows],
             "latency_ms": latency_ms if latency_ms is not None else np.nan,
+            "model_cpu_ms": cpu_ms if cpu_ms is not None else np.nan,
             "score": scores if scores is not None else np.nan, "error": error,
         }
         columns.update(typed)
@@ -200,7 +201,7 @@ class Gateway:
                      routing_header: str | None) -> None:
         self.metrics.failed(dep.name, None, None, err.kind, err.status)
         columns = {"request_id": request_id, "row": 0, "ts": ts, "version": None, "route": None,
-                   "routing_key": routing_header or request_id, "latency_ms": np.nan, "score": np.nan,
+                   "routing_key": routing_header or request_id, "latency_ms": np.nan, "model_cpu_ms": np.nan, "score": np.nan,
                    "error": f"{err.status}: {err.message}"}
         self.logs.append(serving_logs_prefix(dep.cfg), ts, 1, columns, dep.log_dtypes)
 

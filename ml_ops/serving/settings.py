@@ -57,6 +57,7 @@ class Settings:
     batch_rows: int = 256
     cache_versions: int = 2
     predict_inline: bool = False
+    fast_path: bool = True
     access_log: bool = False
     tracking_uri: str | None = None
 
@@ -76,6 +77,7 @@ class Settings:
             batch_rows=_number(env, "MLOPS_GATEWAY_BATCH_ROWS", 256, int, 1),
             cache_versions=_number(env, "MLOPS_GATEWAY_CACHE_VERSIONS", 2, int, 0),
             predict_inline=(env.get("MLOPS_GATEWAY_PREDICT") or "thread").lower() == "inline",
+            fast_path=(env.get("MLOPS_GATEWAY_FAST_PATH") or "1").lower() not in ("0", "false", "no"),
             access_log=(env.get("MLOPS_GATEWAY_ACCESS_LOG") or "0").lower() in ("1", "true", "yes"),
             tracking_uri=env.get("MLFLOW_TRACKING_URI") or None,
         )

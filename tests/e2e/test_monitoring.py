@@ -72,6 +72,7 @@ def _log_rows(features, inputs: list[str], ds: str, scores, *, route: str, versi
     rows["route"] = route
     rows["routing_key"] = [f"k{i % 997}" for i in range(n)]
     rows["latency_ms"] = 4.0
+    rows["model_cpu_ms"] = 3.5
     rows["score"] = np.nan if error else scores
     rows["error"] = error
     assert set(LOG_COLUMNS) <= set(rows.columns)

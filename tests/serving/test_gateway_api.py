@@ -155,7 +155,9 @@ def test_metrics_ready_and_pipelines(http, world):
         assert series in text, series
     assert http.get("/ready").json() == {"ready": True}
     status = http.get("/pipelines").json()["pipelines"]
-    assert status["fraud"]["champion"] == {"version": 1, "serving": 1, "loaded": True, "variant": None}
+    # a model ml_ops.train logged is scored by the numpy scorer (checked against its pipeline at load)
+    assert status["fraud"]["champion"] == {"version": 1, "serving": 1, "loaded": True, "variant": None,
+                                           "scorer": "numpy"}
     assert status["fraud"]["inputs"] == world.inputs and status["fraud"]["routing_key"] == "customer_id"
     assert status["tumors"]["champion"]["version"] is None and status["tumors"]["require_token"] is True
 

@@ -51,10 +51,13 @@ def test_every_row_is_logged_in_its_hour_partition(http, store, world):
     assert a["amount"].tolist() == pytest.approx([r["amount"] for r in rows])
     assert a["channel"].tolist() == [r["channel"] for r in rows]
     assert a["latency_ms"].nunique() == 1 and a["latency_ms"].iloc[0] > 0  # the request's model time
+    # and its CPU time in the model's thread, which the canary judge compares (at most the wall time)
+    assert a["model_cpu_ms"].nunique() == 1 and 0 < a["model_cpu_ms"].iloc[0] <= a["latency_ms"].iloc[0] + 0.5
     assert len(logs[logs["request_id"] == "log-b"]) == 1
 
     c = logs[logs["request_id"] == "log-c"]
     assert len(c) == 1 and c["score"].isna().all() and c["version"].isna().all() and c["route"].isna().all()
+    assert c["model_cpu_ms"].isna().all()
     assert c["error"].iloc[0].startswith("422: column 'amount' expects double; row 0 has str 'lots'")
     assert str(logs["version"].dtype) == "Int64" and str(logs["ts"].dtype) == "datetime64[ns, UTC]"
 

@@ -151,6 +151,7 @@ def test_variants_show_as_latency_and_errors_in_the_logs(http, stack, store, wor
     row = world.rows(1, offset=77)
     slow = register_variant(stack.mlflow_url, "fraud", 1, delay_ms=40)
     assert canary.set(slow, 0.5)["canary"]["variant"] == "delay_ms=40"
+    assert canary.reload()["canary"]["scorer"] == "pipeline"  # a fault-injecting variant keeps its own predict
     for i in range(60):
         assert http.post("/invocations", json=split(row), headers={"X-Request-ID": f"slow-{i}"}).status_code == 200
 

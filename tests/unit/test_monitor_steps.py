@@ -201,6 +201,7 @@ def log_rows(features: pd.DataFrame, inputs: list[str], ds: str, *, route: str =
     rows["route"] = route
     rows["routing_key"] = [f"c{i % 97}" for i in range(n)]
     rows["latency_ms"] = 3.0
+    rows["model_cpu_ms"] = 2.5
     rows["score"] = np.nan if score is None else score
     rows["error"] = error
     assert set(LOG_COLUMNS) <= set(rows.columns)
