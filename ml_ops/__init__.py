@@ -23,7 +23,7 @@ _PUBLIC = {
     "PromoteOperator": "ml_ops.operators",
     "MlflowHook": "ml_ops.hooks",
 }
-__all__ = [*sorted(_PUBLIC), "code_version"]
+__all__ = [*sorted(_PUBLIC), "code_version"]  # noqa: PLE0604 - names, resolved lazily
 
 
 def __getattr__(name: str):

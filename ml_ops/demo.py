@@ -183,8 +183,7 @@ def ensure_a_canary(client, stack) -> None:
 
 
 def _rollout(client, run: dict) -> dict | None:
-    """The canary task's outcome, or None for a run that rolled nothing out (e.g. the first model's promote
-    emits the Asset too, but went straight to champion, so the canary task skipped)."""
+    """The canary task's outcome, or None for a run that rolled nothing out (failed, or skipped)."""
     from ml_ops.airflow_client import AirflowApiError
 
     if run["state"] != "success":

@@ -19,7 +19,7 @@ def _has_connection(conn_id: str | None) -> bool:
     try:
         BaseHook.get_connection(conn_id)
         return True
-    except Exception:  # the SDK raises different types per secrets backend; absent is absent
+    except Exception:  # noqa: BLE001 - the SDK raises different types per secrets backend; absent is absent
         return False
 
 

@@ -22,7 +22,7 @@ def _is_missing(values: np.ndarray) -> np.ndarray:
     if values.dtype.kind == "f":
         return np.isnan(values)
     if values.dtype.kind == "O":  # NaN only, as scikit-learn's imputer: None is a category of its own
-        return np.fromiter((v != v for v in values), dtype=bool, count=len(values))
+        return np.fromiter((v != v for v in values), dtype=bool, count=len(values))  # noqa: PLR0124 - NaN test
     return np.zeros(len(values), dtype=bool)
 
 
@@ -132,7 +132,7 @@ def verified(fast: Scorer, reference: Scorer, rows: list[dict[str, np.ndarray]])
         n = len(next(iter(columns.values())))
         try:
             expected = reference(columns, n)
-        except Exception:  # noqa: BLE001 - the pipeline rejects this row: nothing to compare
+        except Exception:  # noqa: BLE001, S112 - the pipeline rejects this row: nothing to compare
             continue
         try:
             got = fast(columns, n)

@@ -1,5 +1,6 @@
 """Every file in dags/ imports cleanly, fast, without heavy libraries, and every DAG follows our rules."""
 
+import itertools
 import subprocess
 import sys
 from pathlib import Path
@@ -43,7 +44,7 @@ def test_training_dag_shape(dagbag):
     dag = dagbag.dags["fraud_training"]
     order = ["extract", "validate", "features", "train", "compare", "challenger_won", "promote", "new_canary",
              "announce_canary"]
-    for up, down in zip(order, order[1:]):
+    for up, down in itertools.pairwise(order):
         assert down in dag.get_task(up).downstream_task_ids, f"{up} -> {down}"
     assert set(dag.params.keys()) >= {"data_date", "force_retrain"}
 
@@ -72,7 +73,7 @@ def test_dag_files_import_no_heavy_libraries():
     )
     for path in sorted((REPO / "dags").glob("*.py")):
         out = subprocess.run(
-            [sys.executable, "-c", code % (str(REPO), str(path), HEAVY)], capture_output=True, text=True
+            [sys.executable, "-c", code % (str(REPO), str(path), HEAVY)], capture_output=True, text=True, check=False
         )
         assert out.returncode == 0, f"{path.name} imports heavy modules at parse time: {out.stdout} {out.stderr[-2000:]}"
 

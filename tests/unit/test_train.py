@@ -38,7 +38,7 @@ def make_frame(n=1500, seed=0) -> pd.DataFrame:
 def trained(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("train")
     df = make_frame()
-    kwargs = dict(
+    kwargs = dict(  # noqa: C408 - keyword arguments of train_and_register
         tracking_uri=fresh_store(tmp), experiment="fraud-train", model_name="fraud",
         target="is_fraud", numeric=NUMERIC, categorical=CATEGORICAL,
         estimator="sklearn.linear_model.LogisticRegression", params={"C": 1.0, "max_iter": 200},
