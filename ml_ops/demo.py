@@ -126,6 +126,7 @@ class BackgroundTraffic:
         self.thread.start()
 
     def _run(self) -> None:
+        import httpx
         from mlflow import MlflowClient
 
         from ml_ops.registry import current_version
@@ -136,6 +137,13 @@ class BackgroundTraffic:
         while not self.stop.wait(5):
             if current_version(client, self.cfg.name, "champion") is not None:
                 break
+        while not self.stop.wait(1):  # the gateway loads the new champion after its next poll
+            try:
+                status = httpx.get(f"{self.stack.gateway_url}/pipelines", timeout=5).json()["pipelines"]
+                if status[self.cfg.name]["champion"]["loaded"]:
+                    break
+            except (httpx.HTTPError, ValueError, KeyError):
+                pass
         if self.stop.is_set():
             return
         print(f"  traffic: replaying transactions to {self.stack.gateway_url} at {self.rate:.0f} requests/s", flush=True)
