@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import uuid
 from datetime import datetime, timedelta
 
@@ -18,19 +17,14 @@ from ml_ops.deployment import read_state, serving_logs_prefix
 from ml_ops.registry import current_version, get_history
 from ml_ops.stack import Stack
 from ml_ops.storage import ObjectStore
+from tests.e2e.helpers import free_port
 from tests.mlflow_store import fresh_store
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
 def s3(tmp_path_factory):
     home = tmp_path_factory.mktemp("canary")
-    stack = Stack(home=home / "stack", s3_port=_free_port(), mlflow_port=_free_port(), airflow_port=_free_port(),
+    stack = Stack(home=home / "stack", s3_port=free_port(), mlflow_port=free_port(), airflow_port=free_port(),
                   startup_timeout=60)
     stack.up(["s3"])
     yield stack
