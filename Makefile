@@ -17,16 +17,16 @@ $(STAMP): uv.lock pyproject.toml
 	@touch $@
 
 up: install
-	$(BIN)/python -m ml_ops.stack up
+	$(BIN)/python -m ml_ops.local.stack up
 
 down:
-	$(BIN)/python -m ml_ops.stack down
+	$(BIN)/python -m ml_ops.local.stack down
 
 status:
-	$(BIN)/python -m ml_ops.stack status
+	$(BIN)/python -m ml_ops.local.stack status
 
 demo: install
-	$(BIN)/python -m ml_ops.demo
+	$(BIN)/python -m ml_ops.local.demo
 
 test: install
 	$(BIN)/pytest -q

@@ -31,8 +31,18 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 DAGS = ROOT / "dags"
 GOAL_S = 0.3
-HEAVY = ["pandas", "numpy", "sklearn", "mlflow", "great_expectations", "evidently", "pyarrow", "scipy", "boto3",
-         "sqlalchemy"]
+HEAVY = [
+    "pandas",
+    "numpy",
+    "sklearn",
+    "mlflow",
+    "great_expectations",
+    "evidently",
+    "pyarrow",
+    "scipy",
+    "boto3",
+    "sqlalchemy",
+]
 
 BASELINE = "import airflow.sdk\n"
 PARSE = """\
@@ -65,10 +75,18 @@ print(json.dumps({"runs": runs, "stats": stats, "dag_ids": sorted(bag.dag_ids),
 """.replace("HEAVY_JSON", repr(json.dumps(HEAVY)))
 
 
-def run(code: str, args: list[str], env: dict, extra: list[str] | None = None) -> tuple[float, subprocess.CompletedProcess]:
+def run(
+    code: str, args: list[str], env: dict, extra: list[str] | None = None
+) -> tuple[float, subprocess.CompletedProcess]:
     t = time.perf_counter()
-    proc = subprocess.run([sys.executable, *(extra or []), "-c", code, *args], check=False, env=env, cwd=ROOT,
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, *(extra or []), "-c", code, *args],
+        check=False,
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
     wall = time.perf_counter() - t
     if proc.returncode != 0:
         raise SystemExit(f"subprocess failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
@@ -85,7 +103,7 @@ def importtime(stderr: str) -> dict[str, tuple[int, int, int]]:
     for line in stderr.splitlines():
         if not line.startswith("import time:") or "imported package" in line:
             continue
-        self_us, cum_us, name = line[len("import time:"):].split("|", 2)
+        self_us, cum_us, name = line[len("import time:") :].split("|", 2)
         depth = (len(name) - len(name.lstrip(" "))) // 2
         out[name.strip()] = (int(self_us), int(cum_us), depth)
     return out
@@ -95,14 +113,23 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=7, help="subprocess runs per case (median reported)")
     ap.add_argument("--dagbag-runs", type=int, default=5)
-    ap.add_argument("--no-dags-report", dest="dags_report", action="store_false",
-                    help="skip (d), which needs a throw-away `airflow db migrate` first")
+    ap.add_argument(
+        "--no-dags-report",
+        dest="dags_report",
+        action="store_false",
+        help="skip (d), which needs a throw-away `airflow db migrate` first",
+    )
     ap.add_argument("--out", default=str(ROOT / "bench" / "RESULTS_dag_parse.md"))
     args = ap.parse_args()
 
     home = tempfile.mkdtemp(prefix="bench_dag_parse_")
-    env = {**os.environ, "AIRFLOW_HOME": home, "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-           "AIRFLOW__CORE__DAGS_FOLDER": str(DAGS), "PYTHONDONTWRITEBYTECODE": "0"}
+    env = {
+        **os.environ,
+        "AIRFLOW_HOME": home,
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__CORE__DAGS_FOLDER": str(DAGS),
+        "PYTHONDONTWRITEBYTECODE": "0",
+    }
     files = sorted(str(p) for p in DAGS.glob("*.py"))
     run(PARSE, files, env)  # warm-up: writes AIRFLOW_HOME/airflow.cfg and byte-code caches once
 
@@ -121,15 +148,21 @@ def main() -> None:
         per_file[files[0]] = full
     med_a, med_b = statistics.median(base), statistics.median(full)
     net_folder = med_b - med_a
-    paired = statistics.median(b - a for a, b in zip(base, full))
+    paired = statistics.median(b - a for a, b in zip(base, full, strict=False))
     added_heavy = [m for m in info["heavy"] if m not in info["before"]]
     print(f"(a) interpreter + airflow.sdk: median {med_a:.3f}s  runs {[round(x, 3) for x in base]}")
-    print(f"(b) + DAG folder ({len(files)} file(s), {info['dags']} DAGs): median {med_b:.3f}s  "
-          f"runs {[round(x, 3) for x in full]}")
-    print(f"net folder parse (b - a): {net_folder:.3f}s; in-process time of the runpy calls: "
-          f"median {statistics.median(inner):.3f}s; paired median(b_i - a_i) {paired:.3f}s")
-    print(f"heavy modules loaded by airflow.sdk itself: {info['before'] or 'none'}; "
-          f"added by the DAG file: {added_heavy or 'none'}")
+    print(
+        f"(b) + DAG folder ({len(files)} file(s), {info['dags']} DAGs): median {med_b:.3f}s  "
+        f"runs {[round(x, 3) for x in full]}"
+    )
+    print(
+        f"net folder parse (b - a): {net_folder:.3f}s; in-process time of the runpy calls: "
+        f"median {statistics.median(inner):.3f}s; paired median(b_i - a_i) {paired:.3f}s"
+    )
+    print(
+        f"heavy modules loaded by airflow.sdk itself: {info['before'] or 'none'}; "
+        f"added by the DAG file: {added_heavy or 'none'}"
+    )
 
     _, proc = run(DAGBAG, [str(DAGS), str(args.dagbag_runs)], env)
     bag = last_json(proc.stdout)
@@ -141,15 +174,24 @@ def main() -> None:
             raise StopIteration
         airflow_bin = str(Path(sys.executable).parent / "airflow")
         t = time.perf_counter()  # the report needs a metadata DB: a throw-away SQLite one in AIRFLOW_HOME
-        subprocess.run([airflow_bin, "db", "migrate"], env=env, cwd=ROOT, capture_output=True, timeout=300,
-                       check=True)
+        subprocess.run([airflow_bin, "db", "migrate"], env=env, cwd=ROOT, capture_output=True, timeout=300, check=True)
         migrate_s = time.perf_counter() - t
         t = time.perf_counter()
-        rep = subprocess.run([airflow_bin, "dags", "report", "-o", "plain"], check=False,
-                             env=env, cwd=ROOT, capture_output=True, text=True, timeout=120)
+        rep = subprocess.run(
+            [airflow_bin, "dags", "report", "-o", "plain"],
+            check=False,
+            env=env,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         report_s = time.perf_counter() - t
-        report_note = (rep.stdout.strip() if rep.returncode == 0 else
-                       f"exit {rep.returncode}: {(rep.stderr.strip().splitlines() or [''])[-1][:300]}")
+        report_note = (
+            rep.stdout.strip()
+            if rep.returncode == 0
+            else f"exit {rep.returncode}: {(rep.stderr.strip().splitlines() or [''])[-1][:300]}"
+        )
     except StopIteration:
         pass
     except subprocess.TimeoutExpired:
@@ -165,8 +207,9 @@ def main() -> None:
     added = {m: v for m, v in tb.items() if m not in ta}
     added_total = sum(v[0] for v in added.values()) / 1e6
     top_self = sorted(added.items(), key=lambda kv: -kv[1][0])[:15]
-    top_cum = sorted(((m, v) for m, v in added.items() if v[2] == 0 or m.startswith("ml_ops")),
-                     key=lambda kv: -kv[1][1])[:15]
+    top_cum = sorted(
+        ((m, v) for m, v in added.items() if v[2] == 0 or m.startswith("ml_ops")), key=lambda kv: -kv[1][1]
+    )[:15]
     print(f"modules added by the DAG file: {len(added)}, {added_total:.3f}s import self-time in total")
     for m, v in top_cum[:10]:
         print(f"  cumulative {v[1] / 1e3:7.1f} ms  {m}")
@@ -180,20 +223,26 @@ def main() -> None:
         "# DAG parse benchmark",
         "",
         f"Generated by `bench/bench_dag_parse.py` on {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.",
-        (f"Reproduce: `cd {ROOT} && .venv/bin/python bench/bench_dag_parse.py --runs {args.runs} "
-        f"--dagbag-runs {args.dagbag_runs}`"),
+        (
+            f"Reproduce: `cd {ROOT} && .venv/bin/python bench/bench_dag_parse.py --runs {args.runs} "
+            f"--dagbag-runs {args.dagbag_runs}`"
+        ),
         "",
-        (f"Machine: {os.cpu_count()} cores (`nproc`), {platform.platform()}, Python {platform.python_version()}, "
-        f"apache-airflow {version('apache-airflow')}, pydantic {version('pydantic')}, PyYAML {version('PyYAML')}. "
-        f"Load average at end of run: {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f}."),
+        (
+            f"Machine: {os.cpu_count()} cores (`nproc`), {platform.platform()}, Python {platform.python_version()}, "
+            f"apache-airflow {version('apache-airflow')}, pydantic {version('pydantic')}, PyYAML {version('PyYAML')}. "
+            f"Load average at end of run: {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f}."
+        ),
         "",
         "```",
         "$ free -g",
         meminfo,
         "```",
         "",
-        (f"AIRFLOW_HOME: a fresh temp dir. DAG folder: `dags/` ({len(files)} file(s), {info['dags']} DAGs: "
-        f"{', '.join(bag['dag_ids'])}). N={args.runs} fresh subprocesses per case, cases interleaved."),
+        (
+            f"AIRFLOW_HOME: a fresh temp dir. DAG folder: `dags/` ({len(files)} file(s), {info['dags']} DAGs: "
+            f"{', '.join(bag['dag_ids'])}). N={args.runs} fresh subprocesses per case, cases interleaved."
+        ),
         "",
         "## Per file, net of interpreter start (goal <= 0.3 s)",
         "",
@@ -201,31 +250,45 @@ def main() -> None:
         "|---|---|---|",
         f"| (a) `python -c 'import airflow.sdk'` | {', '.join(f'{x:.3f}' for x in base)} | {med_a:.3f} |",
         f"| (b) (a) + runpy of every DAG file | {', '.join(f'{x:.3f}' for x in full)} | {med_b:.3f} |",
-        (f"| (b) in-process time of the runpy calls only | {', '.join(f'{x:.3f}' for x in inner)} | "
-        f"{statistics.median(inner):.3f} |"),
-        (f"| paired difference b_i - a_i | {', '.join(f'{b - a:.3f}' for a, b in zip(base, full))} | "
-        f"{paired:.3f} |"),
+        (
+            f"| (b) in-process time of the runpy calls only | {', '.join(f'{x:.3f}' for x in inner)} | "
+            f"{statistics.median(inner):.3f} |"
+        ),
+        (
+            f"| paired difference b_i - a_i | {', '.join(f'{b - a:.3f}' for a, b in zip(base, full, strict=False))} | {paired:.3f} |"
+        ),
         "",
-        ("The subprocess walls carry the machine's noise (other jobs share the 2 cores), which is larger than "
-        "the difference being measured; the in-process time of the runpy calls (same runs, clock started "
-        "after `import airflow.sdk`) is the steadier measure of the same thing and is the one judged below."),
+        (
+            "The subprocess walls carry the machine's noise (other jobs share the 2 cores), which is larger than "
+            "the difference being measured; the in-process time of the runpy calls (same runs, clock started "
+            "after `import airflow.sdk`) is the steadier measure of the same thing and is the one judged below."
+        ),
         "",
         "| scope | median(b) - median(a) (s) | in-process runpy median (s) | goal met |",
         "|---|---|---|---|",
-        *[f"| {name} | {net:.3f} | {statistics.median(inner) if len(files) == 1 else float('nan'):.3f} | "
-          f"{'yes' if judged <= GOAL_S else 'NO'} |" for name, net in per_file_rows],
-        (f"| whole folder | {net_folder:.3f} | {statistics.median(inner):.3f} | "
-        f"{'yes' if statistics.median(inner) <= GOAL_S * len(files) else 'NO'} |"),
+        *[
+            f"| {name} | {net:.3f} | {statistics.median(inner) if len(files) == 1 else float('nan'):.3f} | "
+            f"{'yes' if judged <= GOAL_S else 'NO'} |"
+            for name, net in per_file_rows
+        ],
+        (
+            f"| whole folder | {net_folder:.3f} | {statistics.median(inner):.3f} | "
+            f"{'yes' if statistics.median(inner) <= GOAL_S * len(files) else 'NO'} |"
+        ),
         "",
-        (f"Heavy modules in `sys.modules` (checked: {', '.join(HEAVY)}): already loaded by `import airflow.sdk` "
-        f"itself: {', '.join(info['before']) or 'none'}; **added by parsing the DAG file: "
-        f"{', '.join(added_heavy) or 'none'}**."),
+        (
+            f"Heavy modules in `sys.modules` (checked: {', '.join(HEAVY)}): already loaded by `import airflow.sdk` "
+            f"itself: {', '.join(info['before']) or 'none'}; **added by parsing the DAG file: "
+            f"{', '.join(added_heavy) or 'none'}**."
+        ),
         "",
         "## Airflow's DagBag, one warm process",
         "",
-        ("`airflow.sdk` is imported before the first parse. The first parse also imports `ml_ops` (as the DAG "
-        "processor's fresh child does); later ones find `ml_ops` in `sys.modules`, so they time only the "
-        "execution of the file (building the DAG objects)."),
+        (
+            "`airflow.sdk` is imported before the first parse. The first parse also imports `ml_ops` (as the DAG "
+            "processor's fresh child does); later ones find `ml_ops` in `sys.modules`, so they time only the "
+            "execution of the file (building the DAG objects)."
+        ),
         "",
         "| parse | seconds |",
         "|---|---|",
@@ -235,16 +298,24 @@ def main() -> None:
         "",
         "| parse | file | duration (s) | DAGs | tasks |",
         "|---|---|---|---|---|",
-        *[f"| {s['parse']} | {Path(s['file']).name} | {s['duration']:.3f} | {s['dags']} | {s['tasks']} |"
-          for s in bag["stats"]],
+        *[
+            f"| {s['parse']} | {Path(s['file']).name} | {s['duration']:.3f} | {s['dags']} | {s['tasks']} |"
+            for s in bag["stats"]
+        ],
         "",
-        (f"Import errors: {bag['errors'] or 'none'}. Heavy modules after the DagBag parses: "
-        f"{', '.join(bag['heavy']) or 'none'}."),
+        (
+            f"Import errors: {bag['errors'] or 'none'}. Heavy modules after the DagBag parses: "
+            f"{', '.join(bag['heavy']) or 'none'}."
+        ),
         "",
         "## `airflow dags report`",
         "",
-        (f"Wall time {report_s:.2f} s including the CLI's own start-up (one run, after a throw-away "
-         f"`airflow db migrate` of {migrate_s:.0f} s, not counted):" if report_s is not None else "Not run:"),
+        (
+            f"Wall time {report_s:.2f} s including the CLI's own start-up (one run, after a throw-away "
+            f"`airflow db migrate` of {migrate_s:.0f} s, not counted):"
+            if report_s is not None
+            else "Not run:"
+        ),
         "",
         "```",
         report_note,
@@ -252,8 +323,10 @@ def main() -> None:
         "",
         "## What the DAG file imports on top of `airflow.sdk` (`python -X importtime`)",
         "",
-        (f"{len(added)} modules are added; their import self-time sums to {added_total:.3f} s "
-        "(one run; -X importtime adds its own overhead)."),
+        (
+            f"{len(added)} modules are added; their import self-time sums to {added_total:.3f} s "
+            "(one run; -X importtime adds its own overhead)."
+        ),
         "",
         "Top-level imports and `ml_ops` modules by cumulative time:",
         "",
@@ -267,8 +340,10 @@ def main() -> None:
         "|---|---|",
         *[f"| {m} | {v[0] / 1e3:.1f} |" for m, v in top_self],
         "",
-        (f"**Verdict: {'goal met' if ok else 'goal NOT met'}** (worst of the net per-file estimates: "
-        f"{judged:.3f} s vs goal {GOAL_S} s)."),
+        (
+            f"**Verdict: {'goal met' if ok else 'goal NOT met'}** (worst of the net per-file estimates: "
+            f"{judged:.3f} s vs goal {GOAL_S} s)."
+        ),
     ]
     Path(args.out).write_text("\n".join(lines) + "\n")
     print(f"wrote {args.out}")

@@ -40,8 +40,9 @@ NUMERIC = [f"x{i:02d}" for i in range(N_NUM)]
 COLUMNS = [*NUMERIC, "cat5", "cat25"]
 
 
-def make(n: int, rng: np.random.Generator, *, jitter: float = 0.0, shift: float = 0.0,
-         cat_shift: float = 0.0) -> pd.DataFrame:
+def make(
+    n: int, rng: np.random.Generator, *, jitter: float = 0.0, shift: float = 0.0, cat_shift: float = 0.0
+) -> pd.DataFrame:
     """``shift``: mean shift of x00 in its own sd units; ``cat_shift``: share of mass moved from
     category a to e in cat5 (= total variation distance)."""
     cols = {}
@@ -72,15 +73,16 @@ def make(n: int, rng: np.random.Generator, *, jitter: float = 0.0, shift: float 
 
 def decision(ref: pd.DataFrame, cur: pd.DataFrame, settings) -> tuple[bool, bool]:
     """(our alarm, alarm of the same tests without the effect floor)."""
-    from ml_ops.drift import drift_decision
+    from ml_ops.monitoring.drift import drift_decision
 
-    alarm, rows = drift_decision(ref, cur, columns=[*COLUMNS, "score"], categorical=["cat5", "cat25"],
-                                 settings=settings)
+    alarm, rows = drift_decision(
+        ref, cur, columns=[*COLUMNS, "score"], categorical=["cat5", "cat25"], settings=settings
+    )
     return alarm, any(c.p_value <= c.threshold for c in rows if c.method != "none")
 
 
 def calibration(sizes: list[int], days: int, days_1m: int, jitter: float, seed: int) -> list[dict]:
-    from ml_ops.drift import Settings
+    from ml_ops.monitoring.drift import Settings
 
     out = []
     for n in sizes:
@@ -92,14 +94,22 @@ def calibration(sizes: list[int], days: int, days_1m: int, jitter: float, seed: 
             a, b = decision(make(REF_ROWS, rng), make(n, rng, jitter=jitter), Settings())
             alarms += a
             no_floor += b
-        out.append({"rows": n, "days": n_days, "jitter": jitter, "alarm_rate": alarms / n_days,
-                    "alarm_rate_without_floor": no_floor / n_days, "seconds": time.perf_counter() - t0})
+        out.append(
+            {
+                "rows": n,
+                "days": n_days,
+                "jitter": jitter,
+                "alarm_rate": alarms / n_days,
+                "alarm_rate_without_floor": no_floor / n_days,
+                "seconds": time.perf_counter() - t0,
+            }
+        )
         print(json.dumps(out[-1]), flush=True)
     return out
 
 
 def power(trials: int, seed: int) -> list[dict]:
-    from ml_ops.drift import Settings
+    from ml_ops.monitoring.drift import Settings
 
     out = []
     cases = [("mean shift of x00 (sd)", s, 0.0) for s in (0.1, 0.25, 0.5, 1.0)]
@@ -123,7 +133,7 @@ sys.path.insert(0, {root!r})
 import pandas as pd, pyarrow.parquet as pq
 which, ref_path, cur_path = sys.argv[1], sys.argv[2], sys.argv[3]
 import evidently.presets, evidently.metrics  # imports are not part of the job
-from ml_ops.drift import drift_report, Settings
+from ml_ops.monitoring.drift import drift_report, Settings
 ref = pq.read_table(ref_path).to_pandas(); cur = pq.read_table(cur_path).to_pandas()
 def rss():
     with open("/proc/self/statm") as f:
@@ -170,8 +180,13 @@ def speed(rows: list[int], seed: int) -> list[dict]:
             df.to_parquet(paths[side], index=False)
             del df
         for which in ("ours", "evidently_default"):
-            res = subprocess.run([sys.executable, str(child), which, str(paths["ref"]), str(paths["cur"])],
-                                 check=False, capture_output=True, text=True, cwd=tmp)
+            res = subprocess.run(
+                [sys.executable, str(child), which, str(paths["ref"]), str(paths["cur"])],
+                check=False,
+                capture_output=True,
+                text=True,
+                cwd=tmp,
+            )
             line = [x for x in res.stdout.splitlines() if x.startswith("{")]
             if res.returncode or not line:
                 raise RuntimeError(f"{which} {n}: {res.stderr[-3000:]}")
@@ -186,36 +201,61 @@ def write_results(path: Path, calib: list[dict], pw: list[dict], sp: list[dict],
     if path.exists() and marker in path.read_text():
         header = path.read_text().split(marker)[0]
     mb = 1024 * 1024
-    lines = [marker, "",
-             (f"Generated on {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}. Machine: {os.cpu_count()} cores, "
-             f"{platform.platform()}, Python {platform.python_version()}. Load average at end: "
-             f"{' / '.join(f'{x:.1f}' for x in os.getloadavg())} (shared machine; timings include that)."),
-             (f"Settings: false_alarm_rate=0.05, min_effect=0.1, max_sample_rows=50,000; reference {REF_ROWS} rows; "
-             f"{N_NUM} numeric + 2 categorical + score = 23 tested columns; seed {args.seed}."), "",
-             "### Calibration: share of no-drift days that alarm (goal <= 0.05)", "",
-             "| current rows | days | daily mean jitter (sd) | alarm rate | without effect floor | s/day |",
-             "|---:|---:|---:|---:|---:|---:|"]
+    lines = [
+        marker,
+        "",
+        (
+            f"Generated on {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}. Machine: {os.cpu_count()} cores, "
+            f"{platform.platform()}, Python {platform.python_version()}. Load average at end: "
+            f"{' / '.join(f'{x:.1f}' for x in os.getloadavg())} (shared machine; timings include that)."
+        ),
+        (
+            f"Settings: false_alarm_rate=0.05, min_effect=0.1, max_sample_rows=50,000; reference {REF_ROWS} rows; "
+            f"{N_NUM} numeric + 2 categorical + score = 23 tested columns; seed {args.seed}."
+        ),
+        "",
+        "### Calibration: share of no-drift days that alarm (goal <= 0.05)",
+        "",
+        "| current rows | days | daily mean jitter (sd) | alarm rate | without effect floor | s/day |",
+        "|---:|---:|---:|---:|---:|---:|",
+    ]
     for r in calib:
-        lines.append(f"| {r['rows']:,} | {r['days']} | {r['jitter']} | {r['alarm_rate']:.3f} | "
-                     f"{r['alarm_rate_without_floor']:.3f} | {r['seconds'] / r['days']:.2f} |")
-    lines += ["", "### Power: share of drifted days that alarm (goal: 0.5 sd >= 0.80 at 1k, >= 0.95 at 10k)", "",
-              "| current rows | shift | size | trials | power |", "|---:|---|---:|---:|---:|"]
+        lines.append(
+            f"| {r['rows']:,} | {r['days']} | {r['jitter']} | {r['alarm_rate']:.3f} | "
+            f"{r['alarm_rate_without_floor']:.3f} | {r['seconds'] / r['days']:.2f} |"
+        )
+    lines += [
+        "",
+        "### Power: share of drifted days that alarm (goal: 0.5 sd >= 0.80 at 1k, >= 0.95 at 10k)",
+        "",
+        "| current rows | shift | size | trials | power |",
+        "|---:|---|---:|---:|---:|",
+    ]
     for r in pw:
         lines.append(f"| {r['rows']:,} | {r['case']} | {r['size']} | {r['trials']} | {r['power']:.3f} |")
-    lines += ["", "### Speed and memory: 1 day, 20 numeric columns, reference and current of the same size", "",
-              ("| rows per side | job | seconds | input (MB) | RSS before (MB) | peak RSS (MB) | "
-              "peak - before (MB) | (peak - before) / input | HTML (MB) |"),
-              "|---:|---|---:|---:|---:|---:|---:|---:|---:|"]
+    lines += [
+        "",
+        "### Speed and memory: 1 day, 20 numeric columns, reference and current of the same size",
+        "",
+        (
+            "| rows per side | job | seconds | input (MB) | RSS before (MB) | peak RSS (MB) | "
+            "peak - before (MB) | (peak - before) / input | HTML (MB) |"
+        ),
+        "|---:|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for r in sp:
         inc = r["peak_rss"] - r["base_rss"]
-        lines.append(f"| {r['rows']:,} | {r['which']} | {r['seconds']:.1f} | {r['input_bytes'] / mb:.0f} | "
-                     f"{r['base_rss'] / mb:.0f} | {r['peak_rss'] / mb:.0f} | {inc / mb:.0f} | "
-                     f"{inc / r['input_bytes']:.2f} | {r['html_bytes'] / mb:.1f} |")
+        lines.append(
+            f"| {r['rows']:,} | {r['which']} | {r['seconds']:.1f} | {r['input_bytes'] / mb:.0f} | "
+            f"{r['base_rss'] / mb:.0f} | {r['peak_rss'] / mb:.0f} | {inc / mb:.0f} | "
+            f"{inc / r['input_bytes']:.2f} | {r['html_bytes'] / mb:.1f} |"
+        )
     by = {(r["rows"], r["which"]): r for r in sp}
     for n in sorted({r["rows"] for r in sp}):
         if (n, "ours") in by and (n, "evidently_default") in by:
-            lines.append(f"\nSpeed-up at {n:,} rows: "
-                         f"{by[(n, 'evidently_default')]['seconds'] / by[(n, 'ours')]['seconds']:.1f}x")
+            lines.append(
+                f"\nSpeed-up at {n:,} rows: {by[(n, 'evidently_default')]['seconds'] / by[(n, 'ours')]['seconds']:.1f}x"
+            )
     path.write_text(header + "\n".join(lines) + "\n")
 
 

@@ -4,7 +4,7 @@ Run: .venv/bin/python bench/bench_gateway.py [--rates 50,100,200,400] [--duratio
                                              [--closed-duration 15] [--quick]
 Writes bench/RESULTS_gateway.md.
 
-Starts its own stack (rclone S3 + MLflow server, ml_ops.stack.Stack on free ports in a temp home), trains a
+Starts its own stack (rclone S3 + MLflow server, ml_ops.local.stack.Stack on free ports in a temp home), trains a
 fraud model on simulated days (v1, champion) and a second one (v2), puts v2 on a 25 % canary (alias +
 deployment state, as the canary DAG does), then serves v1 with:
 
@@ -127,8 +127,13 @@ def build(url: str, bodies: list[str], headers: list[dict]) -> list[bytes]:
     for i, body in enumerate(bodies):
         raw = body.encode()
         extra = "".join(f"{k}: {v}\r\n" for k, v in (headers[i % len(headers)] if headers else {}).items())
-        out.append((f"POST {path} HTTP/1.1\r\nHost: {parts.hostname}:{parts.port}\r\n"
-                    f"Content-Type: application/json\r\nContent-Length: {len(raw)}\r\n{extra}\r\n").encode() + raw)
+        out.append(
+            (
+                f"POST {path} HTTP/1.1\r\nHost: {parts.hostname}:{parts.port}\r\n"
+                f"Content-Type: application/json\r\nContent-Length: {len(raw)}\r\n{extra}\r\n"
+            ).encode()
+            + raw
+        )
     return out
 
 
@@ -139,9 +144,19 @@ def summarize(latencies: list[float], statuses: dict, elapsed: float, sent: int)
         return lat[min(len(lat) - 1, max(0, math.ceil(q / 100 * len(lat)) - 1))] * 1000 if lat else float("nan")
 
     ok = statuses.get("200", 0)
-    return {"sent": sent, "ok": ok, "errors": sent - ok, "statuses": statuses, "elapsed": elapsed,
-            "throughput": ok / elapsed if elapsed else 0.0, "p50_ms": pct(50), "p90_ms": pct(90), "p99_ms": pct(99),
-            "max_ms": lat[-1] * 1000 if lat else float("nan"), "latencies_ms": [round(x * 1000, 3) for x in lat]}
+    return {
+        "sent": sent,
+        "ok": ok,
+        "errors": sent - ok,
+        "statuses": statuses,
+        "elapsed": elapsed,
+        "throughput": ok / elapsed if elapsed else 0.0,
+        "p50_ms": pct(50),
+        "p90_ms": pct(90),
+        "p99_ms": pct(99),
+        "max_ms": lat[-1] * 1000 if lat else float("nan"),
+        "latencies_ms": [round(x * 1000, 3) for x in lat],
+    }
 
 
 def merge(results: list[dict]) -> dict:
@@ -235,10 +250,10 @@ def loadgen_main(argv: list[str]) -> None:
     if args.clients:
         result = asyncio.run(closed_loop(args.url, requests, args.clients, args.duration, args.timeout))
     else:
-        result = asyncio.run(open_loop(args.url, requests, args.rate, args.duration, args.timeout,
-                                       args.max_connections))
+        result = asyncio.run(
+            open_loop(args.url, requests, args.rate, args.duration, args.timeout, args.max_connections)
+        )
     print(json.dumps(result))
-
 
 
 def free_port() -> int:
@@ -260,7 +275,7 @@ def tree_cpu_seconds(pgid: int) -> float:
             raw = (entry / "stat").read_text()
         except OSError:
             continue
-        fields = raw[raw.rindex(")") + 2:].split()
+        fields = raw[raw.rindex(")") + 2 :].split()
         if int(fields[2]) == pgid:
             total += int(fields[11]) + int(fields[12])
     return total / tick
@@ -292,8 +307,9 @@ class Target:
 
 def spawn(argv: list[str], env: dict, log: Path) -> subprocess.Popen:
     with open(log, "ab") as fh:
-        return subprocess.Popen(argv, env=env, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                start_new_session=True)
+        return subprocess.Popen(
+            argv, env=env, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
+        )
 
 
 def kill_group(proc: subprocess.Popen) -> None:
@@ -307,10 +323,20 @@ def kill_group(proc: subprocess.Popen) -> None:
             pass
 
 
-def run_load(target: Target, requests_file: Path, *, rate: float | None = None, clients: int | None = None,
-             duration: float) -> dict:
-    argv = [sys.executable, str(Path(__file__).resolve()), "loadgen", "--url", target.url, "--requests", str(requests_file),
-            "--duration", str(duration)]
+def run_load(
+    target: Target, requests_file: Path, *, rate: float | None = None, clients: int | None = None, duration: float
+) -> dict:
+    argv = [
+        sys.executable,
+        str(Path(__file__).resolve()),
+        "loadgen",
+        "--url",
+        target.url,
+        "--requests",
+        str(requests_file),
+        "--duration",
+        str(duration),
+    ]
     argv += ["--clients", str(clients)] if clients else ["--rate", str(rate)]
     cpu0 = tree_cpu_seconds(target.pgid)
     out = subprocess.run(argv, capture_output=True, text=True, check=True, timeout=duration * 10 + 60)
@@ -339,9 +365,11 @@ def measure(targets: list[Target], key: str, spec_file: Path, args, **load) -> N
             slices[t.name].append(run_load(t, spec_file, duration=duration, **load))
     for t in targets:
         t.results[key] = r = merge(slices[t.name])
-        print(f"{t.name:<40} {key:>9}: {r['throughput']:.1f} rps, p50 {r['p50_ms']:.1f} ms, p99 {r['p99_ms']:.1f} ms, "
-              f"errors {r['errors']}, cpu {r['server_cpu_ms_per_req']:.2f} ms/req, max load {r['load1']:.1f}",
-              flush=True)
+        print(
+            f"{t.name:<40} {key:>9}: {r['throughput']:.1f} rps, p50 {r['p50_ms']:.1f} ms, p99 {r['p99_ms']:.1f} ms, "
+            f"errors {r['errors']}, cpu {r['server_cpu_ms_per_req']:.2f} ms/req, max load {r['load1']:.1f}",
+            flush=True,
+        )
 
 
 def request_spec(world, n: int = 2000) -> dict:
@@ -361,23 +389,29 @@ def write_results(path: Path, targets: list[Target], rates: list[int], args, met
         "# Serving gateway benchmark",
         "",
         f"Generated by `bench/bench_gateway.py` on {meta['date']} ({meta['started']} - {meta['ended']} UTC).",
-        (f"Machine: {meta['machine']}. Load average (1 min) before: {meta['load_before']:.2f}, after: "
-        f"{meta['load_after']:.2f} - a shared machine: other jobs ran meanwhile, so latencies include their noise."),
+        (
+            f"Machine: {meta['machine']}. Load average (1 min) before: {meta['load_before']:.2f}, after: "
+            f"{meta['load_after']:.2f} - a shared machine: other jobs ran meanwhile, so latencies include their noise."
+        ),
         "",
         f"Command: `{meta['command']}`",
         "",
-        (f"Model: fraud HistGradientBoosting pipeline (ColumnTransformer: median impute + scale for 10 numeric, "
-        f"one-hot for 4 categorical inputs), trained on {meta['rows']} simulated rows; v1 champion, v2 (retrained) "
-        "canary. Requests: one row each, `dataframe_split`, identical bytes for every server, "
-        "`X-Routing-Key: customer-<i>` header (ignored by mlflow). The gateway routes 25 % of keys to v2 "
-        "(its model time is counted in), validates each row against the signature, logs every prediction "
-        "and flushes the logs to the rclone S3 endpoint; mlflow models serve has one model and no log."),
+        (
+            f"Model: fraud HistGradientBoosting pipeline (ColumnTransformer: median impute + scale for 10 numeric, "
+            f"one-hot for 4 categorical inputs), trained on {meta['rows']} simulated rows; v1 champion, v2 (retrained) "
+            "canary. Requests: one row each, `dataframe_split`, identical bytes for every server, "
+            "`X-Routing-Key: customer-<i>` header (ignored by mlflow). The gateway routes 25 % of keys to v2 "
+            "(its model time is counted in), validates each row against the signature, logs every prediction "
+            "and flushes the logs to the rclone S3 endpoint; mlflow models serve has one model and no log."
+        ),
         "",
         f"## Open loop: fixed request rate, {args.duration:g} s per cell ({args.rounds} interleaved slices)",
         "",
-        ("Latency from the scheduled send time to the full response (includes any queueing), in ms. "
-         "CPU = the server's CPU time per answered request. Load = highest 1-minute load average seen "
-         "after the cell's slices (2 cores; the bench itself adds ~1)."),
+        (
+            "Latency from the scheduled send time to the full response (includes any queueing), in ms. "
+            "CPU = the server's CPU time per answered request. Load = highest 1-minute load average seen "
+            "after the cell's slices (2 cores; the bench itself adds ~1)."
+        ),
         "",
         "| server | target rps | achieved rps | p50 | p90 | p99 | max | errors | CPU ms/req | load |",
         "|---|---|---|---|---|---|---|---|---|---|",
@@ -388,13 +422,17 @@ def write_results(path: Path, targets: list[Target], rates: list[int], args, met
             if not r:
                 continue
             errors = r["errors"] if not r["errors"] else f"{r['errors']} {r['statuses']}"
-            lines.append(f"| {t.name} | {rate} | {fmt(r['throughput'])} | {fmt(r['p50_ms'])} | {fmt(r['p90_ms'])} | "
-                         f"{fmt(r['p99_ms'])} | {fmt(r['max_ms'])} | {errors} | {fmt(r['server_cpu_ms_per_req'], 2)} | "
-                         f"{fmt(r['load1'])} |")
+            lines.append(
+                f"| {t.name} | {rate} | {fmt(r['throughput'])} | {fmt(r['p50_ms'])} | {fmt(r['p90_ms'])} | "
+                f"{fmt(r['p99_ms'])} | {fmt(r['max_ms'])} | {errors} | {fmt(r['server_cpu_ms_per_req'], 2)} | "
+                f"{fmt(r['load1'])} |"
+            )
     lines += [
         "",
-        (f"## Closed loop: {args.clients} clients back to back for {args.closed_duration:g} s (max throughput), "
-        f"{args.rounds} interleaved slices"),
+        (
+            f"## Closed loop: {args.clients} clients back to back for {args.closed_duration:g} s (max throughput), "
+            f"{args.rounds} interleaved slices"
+        ),
         "",
         "| server | throughput rps | p50 ms | p99 ms | errors | CPU ms/req | load |",
         "|---|---|---|---|---|---|---|",
@@ -402,8 +440,10 @@ def write_results(path: Path, targets: list[Target], rates: list[int], args, met
     for t in targets:
         r = t.results.get("closed")
         if r:
-            lines.append(f"| {t.name} | {fmt(r['throughput'])} | {fmt(r['p50_ms'])} | {fmt(r['p99_ms'])} | "
-                         f"{r['errors']} | {fmt(r['server_cpu_ms_per_req'], 2)} | {fmt(r['load1'])} |")
+            lines.append(
+                f"| {t.name} | {fmt(r['throughput'])} | {fmt(r['p50_ms'])} | {fmt(r['p99_ms'])} | "
+                f"{r['errors']} | {fmt(r['server_cpu_ms_per_req'], 2)} | {fmt(r['load1'])} |"
+            )
     lines += ["", "## Logging check", "", meta["logging"], "", "## Goals", ""]
     lines += meta["goals"]
     lines += ["", "## Notes", ""] + meta["notes"]
@@ -421,9 +461,14 @@ def main() -> None:
     ap.add_argument("--targets", default="gateway,gateway-pipeline,mlflow,mlflow-omp1")
     ap.add_argument("--quick", action="store_true", help="smoke run: rates 50,100, 5 s each")
     ap.add_argument("--rounds", type=int, default=4, help="slices per cell, interleaved across the servers")
-    ap.add_argument("--wait-quiet", type=float, default=0.0, metavar="LOAD",
-                    help="wait (up to 15 min at the start, 1 min before each slice) while the 1-minute load "
-                         "average is at or above LOAD")
+    ap.add_argument(
+        "--wait-quiet",
+        type=float,
+        default=0.0,
+        metavar="LOAD",
+        help="wait (up to 15 min at the start, 1 min before each slice) while the 1-minute load "
+        "average is at or above LOAD",
+    )
     ap.add_argument("--out", default=str(ROOT / "bench" / "RESULTS_gateway.md"))
     args = ap.parse_args()
     if args.quick:
@@ -433,11 +478,17 @@ def main() -> None:
     wanted = args.targets.split(",")
 
     home = Path(tempfile.mkdtemp(prefix="bench-gateway-"))
-    env = {"MLOPS_HOME": str(home), "MLOPS_S3_PORT": str(free_port()), "MLOPS_MLFLOW_PORT": str(free_port()),
-           "MLOPS_GATEWAY_PORT": str(free_port()), "MLOPS_AIRFLOW_PORT": str(free_port()),
-           "MLOPS_GATEWAY_TOKEN": TOKEN, "MLOPS_GATEWAY_DEFAULT_PIPELINE": "fraud"}
+    env = {
+        "MLOPS_HOME": str(home),
+        "MLOPS_S3_PORT": str(free_port()),
+        "MLOPS_MLFLOW_PORT": str(free_port()),
+        "MLOPS_GATEWAY_PORT": str(free_port()),
+        "MLOPS_AIRFLOW_PORT": str(free_port()),
+        "MLOPS_GATEWAY_TOKEN": TOKEN,
+        "MLOPS_GATEWAY_DEFAULT_PIPELINE": "fraud",
+    }
     os.environ.update(env)
-    from ml_ops.stack import Stack
+    from ml_ops.local.stack import Stack
 
     stack = Stack.from_env()
     procs: list[subprocess.Popen] = []
@@ -450,10 +501,10 @@ def main() -> None:
         import pandas as pd
         from mlflow import MlflowClient
 
-        from ml_ops.deployment import write_state
-        from ml_ops.steps import uri
+        from ml_ops.pipeline.steps import uri
+        from ml_ops.pipeline.train import train_and_register
+        from ml_ops.rollout.deployment import write_state
         from ml_ops.storage import ObjectStore
-        from ml_ops.train import train_and_register
         from tests.serving.helpers import build_world
 
         store = ObjectStore(stack.s3_client())
@@ -461,15 +512,34 @@ def main() -> None:
         world = build_world(store, stack.mlflow_url, days=5, rows_per_day=1500, max_iter=100)
         cfg = world.cfg
         frames = [store.read_parquet(uri(cfg, "features", ds)) for ds in world.days]
-        v2 = train_and_register(pd.concat(frames[1:-1]), frames[-1], tracking_uri=stack.mlflow_url,
-                                experiment=cfg.name, model_name=cfg.name, target=cfg.target.column,
-                                numeric=world.numeric, categorical=world.categorical, estimator=cfg.model.estimator,
-                                params={**cfg.model.params, "max_iter": 100, "learning_rate": 0.08},
-                                data_uris={}, tags={}, reference_sample_rows=500, seed=1).version
+        v2 = train_and_register(
+            pd.concat(frames[1:-1]),
+            frames[-1],
+            tracking_uri=stack.mlflow_url,
+            experiment=cfg.name,
+            model_name=cfg.name,
+            target=cfg.target.column,
+            numeric=world.numeric,
+            categorical=world.categorical,
+            estimator=cfg.model.estimator,
+            params={**cfg.model.params, "max_iter": 100, "learning_rate": 0.08},
+            data_uris={},
+            tags={},
+            reference_sample_rows=500,
+            seed=1,
+        ).version
         client = MlflowClient(stack.mlflow_url)
         client.set_registered_model_alias(cfg.name, "canary", str(v2))
-        write_state(store, cfg, status="running", canary_version=v2, champion_version=1, canary_weight=0.25,
-                    step=1, run_id="bench")
+        write_state(
+            store,
+            cfg,
+            status="running",
+            canary_version=v2,
+            champion_version=1,
+            canary_weight=0.25,
+            step=1,
+            run_id="bench",
+        )
         spec_file = home / "requests.json"
         spec_file.write_text(json.dumps(request_spec(world)))
 
@@ -483,8 +553,11 @@ def main() -> None:
             targets.append(Target("gateway", f"{stack.gateway_url}/invocations", stack.status()["gateway"]["pid"]))
         if "gateway-pipeline" in wanted:
             port = free_port()
-            gw_env = {**stack.services()["gateway"].env, "MLOPS_GATEWAY_PORT": str(port),
-                      "MLOPS_GATEWAY_FAST_PATH": "0"}
+            gw_env = {
+                **stack.services()["gateway"].env,
+                "MLOPS_GATEWAY_PORT": str(port),
+                "MLOPS_GATEWAY_FAST_PATH": "0",
+            }
             p = spawn([sys.executable, "-m", "ml_ops.serving"], gw_env, home / "gateway-pipeline.log")
             procs.append(p)
             wait_http(f"http://127.0.0.1:{port}/ready")
@@ -493,10 +566,29 @@ def main() -> None:
             if key not in wanted:
                 continue
             port = free_port()
-            m_env = {**os.environ, "MLFLOW_TRACKING_URI": stack.mlflow_url, "PATH": f"{VENV_BIN}:{os.environ['PATH']}",
-                     **extra}
-            p = spawn([str(VENV_BIN / "mlflow"), "models", "serve", "-m", "models:/fraud/1", "--env-manager", "local",
-                       "-p", str(port), "-h", "127.0.0.1"], m_env, home / f"{key}.log")
+            m_env = {
+                **os.environ,
+                "MLFLOW_TRACKING_URI": stack.mlflow_url,
+                "PATH": f"{VENV_BIN}:{os.environ['PATH']}",
+                **extra,
+            }
+            p = spawn(
+                [
+                    str(VENV_BIN / "mlflow"),
+                    "models",
+                    "serve",
+                    "-m",
+                    "models:/fraud/1",
+                    "--env-manager",
+                    "local",
+                    "-p",
+                    str(port),
+                    "-h",
+                    "127.0.0.1",
+                ],
+                m_env,
+                home / f"{key}.log",
+            )
             procs.append(p)
             wait_http(f"http://127.0.0.1:{port}/ping")
             name = "mlflow models serve" + (", OMP_NUM_THREADS=1" if extra else "")
@@ -523,24 +615,35 @@ def main() -> None:
             other = next((t for t in targets if t.name.startswith("gateway, pipeline")), None)
             answered += sum(r["ok"] for r in other.results.values()) if other else 0
             share = (logs["route"] == "canary").mean() if len(logs) else float("nan")
-            logging_note = (f"Rows logged to S3 by the two gateways during the measured runs: {len(logs)} "
-                            f"(answered requests: {answered}; {len(parts)} parquet parts in total); canary share "
-                            f"{share:.3f} (weight 0.25); rows with an error: {int(logs['error'].notna().sum())}.")
+            logging_note = (
+                f"Rows logged to S3 by the two gateways during the measured runs: {len(logs)} "
+                f"(answered requests: {answered}; {len(parts)} parquet parts in total); canary share "
+                f"{share:.3f} (weight 0.25); rows with an error: {int(logs['error'].notna().sum())}."
+            )
         ended = datetime.now(timezone.utc)
         cpu = ""
         try:
-            cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                       if line.startswith("model name"))
+            cpu = next(
+                line.split(":", 1)[1].strip()
+                for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")
+            )
         except (OSError, StopIteration):
             pass
         by = {t.name: t for t in targets}
         goals, notes = goals_text(by, rates), notes_text()
         meta = {
-            "date": started.strftime("%Y-%m-%d"), "started": started.strftime("%H:%M"), "ended": ended.strftime("%H:%M"),
+            "date": started.strftime("%Y-%m-%d"),
+            "started": started.strftime("%H:%M"),
+            "ended": ended.strftime("%H:%M"),
             "machine": f"{os.cpu_count()} cores ({cpu}), {platform.platform()}, Python {platform.python_version()}",
-            "load_before": load_before, "load_after": os.getloadavg()[0],
+            "load_before": load_before,
+            "load_after": os.getloadavg()[0],
             "command": ".venv/bin/python bench/bench_gateway.py " + " ".join(sys.argv[1:]),
-            "rows": sum(len(f) for f in frames[:-1]), "logging": logging_note, "goals": goals, "notes": notes,
+            "rows": sum(len(f) for f in frames[:-1]),
+            "logging": logging_note,
+            "goals": goals,
+            "notes": notes,
         }
         print(write_results(Path(args.out), targets, rates, args, meta))
     finally:
@@ -558,28 +661,38 @@ def goals_text(by: dict, rates: list[int]) -> list[str]:
         out.append(f"* p99 <= 20 ms at 100 rps (gateway): {fmt(p99)} ms -> **{'met' if p99 <= 20 else 'missed'}**.")
     if gw and ml and "closed" in gw.results and "closed" in ml.results:
         a, b = gw.results["closed"]["throughput"], ml.results["closed"]["throughput"]
-        out.append(f"* max throughput >= mlflow models serve: {a:.0f} vs {b:.0f} rps -> **{'met' if a >= b else 'missed'}**.")
+        out.append(
+            f"* max throughput >= mlflow models serve: {a:.0f} vs {b:.0f} rps -> **{'met' if a >= b else 'missed'}**."
+        )
     return out
 
 
 def notes_text() -> list[str]:
     return [
-        ("* What makes the difference: a one-row call of the scikit-learn pipeline costs ~5 ms of CPU, nearly all "
-        "of it in the ColumnTransformer's pandas column selection and input validation (the classifier takes "
-        "~0.5 ms). The gateway scores models that ml_ops.train logged with a numpy re-implementation of the fitted "
-        "preprocessing feeding the same fitted classifier (ml_ops/serving/fastpath.py), used only after it matched "
-        "the pipeline's scores at load time; the 'pipeline predict' row is the same gateway without it. "
-        "`mlflow models serve` also lets HistGradientBoosting fan a one-row prediction out to OpenMP threads; on "
-        "2 shared cores the threads mostly wait for each other (see the OMP_NUM_THREADS=1 row). The gateway pins "
-        "BLAS/OpenMP to one thread (MLOPS_GATEWAY_MODEL_THREADS), validates and types the input itself, and under "
-        "load joins concurrent requests into one model call (natural batching, MLOPS_GATEWAY_BATCH_ROWS)."),
-        ("* The gateway sets the GIL switch interval to 0.5 ms (MLOPS_GATEWAY_SWITCH_INTERVAL_MS; Python's default "
-         "is 5 ms): the event loop then gets the GIL back quickly from a model thread, which lowered p99 at 100 rps "
-         "in interleaved A/B runs on this machine (24-37 ms vs 35-59 ms with 5 ms, under a background load of ~3)."),
-        ("* Each model version predicts in its own thread (MLOPS_GATEWAY_PREDICT=inline calls it on the event loop "
-        "instead: no thread hand-off, but a slow canary then stalls the champion's requests too)."),
-        ("* The load generator shares the 2 cores with the server under test (and with the idle servers and "
-        "MLflow/S3); a per-request CPU cost of ~0.05 ms."),
+        (
+            "* What makes the difference: a one-row call of the scikit-learn pipeline costs ~5 ms of CPU, nearly all "
+            "of it in the ColumnTransformer's pandas column selection and input validation (the classifier takes "
+            "~0.5 ms). The gateway scores models that ml_ops.pipeline.train logged with a numpy re-implementation of the fitted "
+            "preprocessing feeding the same fitted classifier (ml_ops/serving/fastpath.py), used only after it matched "
+            "the pipeline's scores at load time; the 'pipeline predict' row is the same gateway without it. "
+            "`mlflow models serve` also lets HistGradientBoosting fan a one-row prediction out to OpenMP threads; on "
+            "2 shared cores the threads mostly wait for each other (see the OMP_NUM_THREADS=1 row). The gateway pins "
+            "BLAS/OpenMP to one thread (MLOPS_GATEWAY_MODEL_THREADS), validates and types the input itself, and under "
+            "load joins concurrent requests into one model call (natural batching, MLOPS_GATEWAY_BATCH_ROWS)."
+        ),
+        (
+            "* The gateway sets the GIL switch interval to 0.5 ms (MLOPS_GATEWAY_SWITCH_INTERVAL_MS; Python's default "
+            "is 5 ms): the event loop then gets the GIL back quickly from a model thread, which lowered p99 at 100 rps "
+            "in interleaved A/B runs on this machine (24-37 ms vs 35-59 ms with 5 ms, under a background load of ~3)."
+        ),
+        (
+            "* Each model version predicts in its own thread (MLOPS_GATEWAY_PREDICT=inline calls it on the event loop "
+            "instead: no thread hand-off, but a slow canary then stalls the champion's requests too)."
+        ),
+        (
+            "* The load generator shares the 2 cores with the server under test (and with the idle servers and "
+            "MLflow/S3); a per-request CPU cost of ~0.05 ms."
+        ),
     ]
 
 

@@ -4,7 +4,7 @@ reading the source and writing parquet; goals: each stage within 3x the floor, p
 Run: .venv/bin/python bench/bench_ingest.py [--rows 1000000] [--history-days 7] [--history-rows N] [--repeats 1]
 Writes bench/RESULTS_ingest.md.
 
-Setup (not timed as a stage): a temp dir with a real S3 endpoint (``ml_ops.stack.Stack``, s3 only), a SQLite
+Setup (not timed as a stage): a temp dir with a real S3 endpoint (``ml_ops.local.stack.Stack``, s3 only), a SQLite
 source holding day D, and raw partitions of the ``--history-days`` days before D written straight to S3 at the
 raw URIs, so validate's stats check and the per-customer history features have data.
 
@@ -45,50 +45,90 @@ WHAT_IFS = ["validate_pruned", "features_pruned"]
 IMPORTS = {
     # pyarrow imports pandas lazily on its first pa.array() call (~1 s here): an import, so before the clock
     "floor_local": ["sqlite3", "pandas", "pyarrow", "pyarrow.parquet"],
-    "floor_s3": ["sqlite3", "pandas", "pyarrow", "pyarrow.parquet", "boto3", "ml_ops.stack", "ml_ops.storage"],
-    "extract": ["pandas", "pyarrow.parquet", "sqlalchemy", "boto3", "ml_ops.stack", "ml_ops.steps", "ml_ops.extract"],
-    "validate": ["pandas", "pyarrow.parquet", "boto3", "ml_ops.stack", "ml_ops.steps", "ml_ops.validate",
-                 "great_expectations"],
-    "features": ["pandas", "pyarrow.parquet", "boto3", "ml_ops.stack", "ml_ops.steps", "ml_ops.features"],
+    "floor_s3": ["sqlite3", "pandas", "pyarrow", "pyarrow.parquet", "boto3", "ml_ops.local.stack", "ml_ops.storage"],
+    "extract": [
+        "pandas",
+        "pyarrow.parquet",
+        "sqlalchemy",
+        "boto3",
+        "ml_ops.local.stack",
+        "ml_ops.pipeline.steps",
+        "ml_ops.pipeline.extract",
+    ],
+    "validate": [
+        "pandas",
+        "pyarrow.parquet",
+        "boto3",
+        "ml_ops.local.stack",
+        "ml_ops.pipeline.steps",
+        "ml_ops.pipeline.validate",
+        "great_expectations",
+    ],
+    "features": [
+        "pandas",
+        "pyarrow.parquet",
+        "boto3",
+        "ml_ops.local.stack",
+        "ml_ops.pipeline.steps",
+        "ml_ops.pipeline.features",
+    ],
 }
 IMPORTS["validate_pruned"], IMPORTS["features_pruned"] = IMPORTS["validate"], IMPORTS["features"]
 
 
 def what_if_validate_pruned(cfg, store, interval) -> dict:
-    """ml_ops.steps.validate_step, except history partitions are read with only the stats columns."""
-    from ml_ops.steps import existing_partitions, uri
-    from ml_ops.validate import load_suite, validate_frame
+    """ml_ops.pipeline.steps.validate_step, except history partitions are read with only the stats columns."""
+    from ml_ops.pipeline.steps import existing_partitions, uri
+    from ml_ops.pipeline.validate import load_suite, validate_frame
 
     df = store.read_parquet(uri(cfg, "raw", interval.ds))
     history_uris = existing_partitions(store, cfg, "raw", interval.previous_days(cfg.validation.history_days))
     cols = list(cfg.validation.stats_columns) or None
-    result = validate_frame(df, load_suite(cfg.suite_path()), history=[store.read_parquet(u, cols) for u in history_uris],
-                            stats_columns=cfg.validation.stats_columns,
-                            max_mean_shift_sigma=cfg.validation.max_mean_shift_sigma)
+    result = validate_frame(
+        df,
+        load_suite(cfg.suite_path()),
+        history=[store.read_parquet(u, cols) for u in history_uris],
+        stats_columns=cfg.validation.stats_columns,
+        max_mean_shift_sigma=cfg.validation.max_mean_shift_sigma,
+    )
     store.write_json(result.to_json(), uri(cfg, "validation", interval.ds, "whatif_result.json"))
     store.write_text(result.to_html(label="what-if"), uri(cfg, "validation", interval.ds, "whatif_report.html"))
-    return {"success": result.success, "rows": len(df), "gx_seconds": result.statistics["gx_seconds"],
-            "stats_seconds": result.statistics["stats_seconds"]}
+    return {
+        "success": result.success,
+        "rows": len(df),
+        "gx_seconds": result.statistics["gx_seconds"],
+        "stats_seconds": result.statistics["stats_seconds"],
+    }
 
 
 def what_if_features_pruned(cfg, store, interval) -> dict:
-    """ml_ops.steps.features_step, except history partitions are read with only entity, timestamp and amount."""
+    """ml_ops.pipeline.steps.features_step, except history partitions are read with only entity, timestamp and amount."""
     import pandas as pd
 
-    from ml_ops.features import build_features
-    from ml_ops.steps import existing_partitions, uri
+    from ml_ops.pipeline.features import build_features
+    from ml_ops.pipeline.steps import existing_partitions, uri
 
     today = store.read_parquet(uri(cfg, "raw", interval.ds))
     f = cfg.features
     cols = [c for c in (f.entity_column, cfg.source.timestamp_column, f.amount_column) if c]
     uris = existing_partitions(store, cfg, "raw", interval.previous_days(f.lookback_days))
     history = pd.concat([store.read_parquet(u, cols) for u in uris], ignore_index=True) if uris else None
-    keep = (cfg.source.id_column, cfg.source.timestamp_column, *cfg.feature_columns, cfg.target.column,
-            cfg.target.label_available_column)
-    features = build_features(today, history, entity=f.entity_column, timestamp=cfg.source.timestamp_column,
-                              amount=f.amount_column, passthrough=list(dict.fromkeys(c for c in keep if c)))
-    return {"uri": store.write_parquet(features, uri(cfg, "features", "whatif-" + interval.ds)),
-            "rows": len(features)}
+    keep = (
+        cfg.source.id_column,
+        cfg.source.timestamp_column,
+        *cfg.feature_columns,
+        cfg.target.column,
+        cfg.target.label_available_column,
+    )
+    features = build_features(
+        today,
+        history,
+        entity=f.entity_column,
+        timestamp=cfg.source.timestamp_column,
+        amount=f.amount_column,
+        passthrough=list(dict.fromkeys(c for c in keep if c)),
+    )
+    return {"uri": store.write_parquet(features, uri(cfg, "features", "whatif-" + interval.ds)), "rows": len(features)}
 
 
 def maxrss_mb() -> float:
@@ -146,7 +186,7 @@ def child(args) -> None:
         importlib.import_module(mod)
     from ml_ops.config import load_pipeline_by_name
     from ml_ops.interval import DayInterval
-    from ml_ops.stack import Stack
+    from ml_ops.local.stack import Stack
 
     cfg = load_pipeline_by_name("fraud")
     interval = DayInterval.for_day(DAY)
@@ -175,7 +215,11 @@ def child(args) -> None:
         names = [d[0] for d in cur.description]
         rows = cur.fetchall()
         out["query_fetch_s"] = time.perf_counter() - t
-        table = pa.table({n: pa.array(col) for n, col in zip(names, zip(*rows))}) if rows else pa.table({})
+        table = (
+            pa.table({n: pa.array(col) for n, col in zip(names, zip(*rows, strict=False), strict=False)})
+            if rows
+            else pa.table({})
+        )
         del rows
         out["to_arrow_s"] = time.perf_counter() - t - out["query_fetch_s"]
         pq.write_table(table, path, compression="snappy")
@@ -187,20 +231,29 @@ def child(args) -> None:
         out["stage_s"] = time.perf_counter() - t
         out["result"] = {"rows": table.num_rows, "bytes": os.path.getsize(path)}
     else:
-        from ml_ops import steps
+        from ml_ops.pipeline import steps
 
         if args.role == "extract":
             import sqlalchemy as sa
 
             engine = sa.create_engine(f"sqlite:///{args.db}")
-            call = lambda: steps.extract_step(cfg, store, interval, engine)
+
+            def call():
+                return steps.extract_step(cfg, store, interval, engine)
         elif args.role == "validate":
-            call = lambda: steps.validate_step(cfg, store, interval)
+
+            def call():
+                return steps.validate_step(cfg, store, interval)
         elif args.role == "features":
-            call = lambda: steps.features_step(cfg, store, interval)
+
+            def call():
+                return steps.features_step(cfg, store, interval)
         else:
             fn = globals()["what_if_" + args.role]
-            call = lambda: fn(cfg, store, interval)
+
+            def call():
+                return fn(cfg, store, interval)
+
         prof = None
         if args.profile:
             import cProfile
@@ -233,9 +286,9 @@ def setup_child(args) -> None:
     import pandas as pd
 
     from ml_ops.config import load_pipeline_by_name
-    from ml_ops.sim import generate_transactions, load_source
-    from ml_ops.stack import Stack
-    from ml_ops.steps import uri
+    from ml_ops.local.sim import generate_transactions, load_source
+    from ml_ops.local.stack import Stack
+    from ml_ops.pipeline.steps import uri
     from ml_ops.storage import ObjectStore
 
     cfg = load_pipeline_by_name("fraud")
@@ -251,8 +304,7 @@ def setup_child(args) -> None:
     hist_rows = []
     for i in range(1, args.history_days + 1):
         d = DAY - timedelta(days=i)
-        part = generate_transactions(d, 1, rows_per_day=args.history_rows, n_customers=N_CUSTOMERS,
-                                     label_delay_days=2)
+        part = generate_transactions(d, 1, rows_per_day=args.history_rows, n_customers=N_CUSTOMERS, label_delay_days=2)
         assert isinstance(part, pd.DataFrame)
         store.write_parquet(part, uri(cfg, "raw", d.isoformat()))
         hist_rows.append(len(part))
@@ -263,25 +315,29 @@ def setup_child(args) -> None:
 
 # ---- parent -----------------------------------------------------------------------------------------------
 def spawn(role: str, args, common: list[str]) -> dict:
-    proc = subprocess.run([sys.executable, __file__, "--role", role, *common], check=False, cwd=ROOT, capture_output=True,
-                          text=True)
+    proc = subprocess.run(
+        [sys.executable, __file__, "--role", role, *common], check=False, cwd=ROOT, capture_output=True, text=True
+    )
     lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
     if proc.returncode != 0 or not lines:
         tail = "\n".join(line for line in proc.stderr.splitlines() if "_docs_decorators" not in line)[-3000:]
         raise SystemExit(f"{role} failed ({proc.returncode}):\n{tail}")
-    return json.loads(lines[-1][len("RESULT "):])
+    return json.loads(lines[-1][len("RESULT ") :])
 
 
 def machine_facts() -> list[str]:
     free = subprocess.run(["free", "-g"], check=False, capture_output=True, text=True).stdout.strip()
     load = os.getloadavg()
-    pkgs = ", ".join(f"{p} {version(p)}" for p in ("pandas", "numpy", "pyarrow", "SQLAlchemy", "boto3",
-                                                    "great-expectations"))
+    pkgs = ", ".join(
+        f"{p} {version(p)}" for p in ("pandas", "numpy", "pyarrow", "SQLAlchemy", "boto3", "great-expectations")
+    )
     return [
-        (f"Machine: {os.cpu_count()} cores (`nproc`), {platform.platform()}, Python {platform.python_version()}; "
-        f"{pkgs}. S3: `rclone serve s3` on localhost (ml_ops.stack), disk-backed. "
-        f"Load average at end of run: {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} "
-        "(other jobs shared the machine; numbers include that)."),
+        (
+            f"Machine: {os.cpu_count()} cores (`nproc`), {platform.platform()}, Python {platform.python_version()}; "
+            f"{pkgs}. S3: `rclone serve s3` on localhost (ml_ops.local.stack), disk-backed. "
+            f"Load average at end of run: {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} "
+            "(other jobs shared the machine; numbers include that)."
+        ),
         "",
         "```",
         "$ free -g",
@@ -297,10 +353,17 @@ def main() -> None:
     ap.add_argument("--history-rows", type=int, default=None, help="rows_per_day of the history (default --rows)")
     ap.add_argument("--repeats", type=int, default=1, help="fresh subprocesses per stage; the median is reported")
     ap.add_argument("--out", default=str(ROOT / "bench" / "RESULTS_ingest.md"))
-    ap.add_argument("--no-what-if", dest="what_if", action="store_false",
-                    help="skip the what-if rows (validate/features reading only the history columns they use)")
-    ap.add_argument("--profile", action="store_true",
-                    help="after the timed runs, one cProfile'd run of validate and features (top functions in the file)")
+    ap.add_argument(
+        "--no-what-if",
+        dest="what_if",
+        action="store_false",
+        help="skip the what-if rows (validate/features reading only the history columns they use)",
+    )
+    ap.add_argument(
+        "--profile",
+        action="store_true",
+        help="after the timed runs, one cProfile'd run of validate and features (top functions in the file)",
+    )
     ap.add_argument("--role", choices=["setup", *STAGES, *WHAT_IFS], help=argparse.SUPPRESS)
     ap.add_argument("--home", help=argparse.SUPPRESS)
     ap.add_argument("--s3-port", type=int, help=argparse.SUPPRESS)
@@ -314,22 +377,38 @@ def main() -> None:
     if args.role:
         return child(args)
 
-    from ml_ops.stack import Stack
+    from ml_ops.local.stack import Stack
 
     tmp = Path(tempfile.mkdtemp(prefix="bench_ingest_"))
     home, work = tmp / "stack", tmp / "work"
     work.mkdir(parents=True)
     db = tmp / "source.db"
     st = Stack(home=home, s3_port=free_port(), mlflow_port=free_port(), airflow_port=free_port())
-    common = ["--home", str(home), "--s3-port", str(st.s3_port), "--db", str(db), "--work", str(work),
-              "--rows", str(args.rows), "--history-days", str(args.history_days),
-              "--history-rows", str(args.history_rows)]
+    common = [
+        "--home",
+        str(home),
+        "--s3-port",
+        str(st.s3_port),
+        "--db",
+        str(db),
+        "--work",
+        str(work),
+        "--rows",
+        str(args.rows),
+        "--history-days",
+        str(args.history_days),
+        "--history-rows",
+        str(args.history_rows),
+    ]
     results: dict[str, list[dict]] = {}
     profiles: dict[str, dict] = {}
     try:
         st.up(["s3"])
-        print(f"s3 up at {st.s3_url}; setting up {args.rows} rows for {DAY} + {args.history_days} history days "
-              f"of {args.history_rows} rows", flush=True)
+        print(
+            f"s3 up at {st.s3_url}; setting up {args.rows} rows for {DAY} + {args.history_days} history days "
+            f"of {args.history_rows} rows",
+            flush=True,
+        )
         setup = spawn("setup", args, common)
         print(f"setup: {setup}", flush=True)
         roles = STAGES + (WHAT_IFS if args.what_if else [])
@@ -337,9 +416,12 @@ def main() -> None:
             for role in roles:  # extract writes the raw partition that validate and features read
                 r = spawn(role, args, common)
                 results.setdefault(role, []).append(r)
-                print(f"{role:12s} stage {r['stage_s']:7.2f}s  imports {r['import_s']:5.2f}s  "
-                      f"peak RSS {r['peak_rss_mb']:7.0f} MB  io {({k: round(v, 2) for k, v in r['io'].items()})}  "
-                      f"{r.get('result')}", flush=True)
+                print(
+                    f"{role:12s} stage {r['stage_s']:7.2f}s  imports {r['import_s']:5.2f}s  "
+                    f"peak RSS {r['peak_rss_mb']:7.0f} MB  io { ({k: round(v, 2) for k, v in r['io'].items()}) }  "
+                    f"{r.get('result')}",
+                    flush=True,
+                )
         if args.profile:
             for role in ("validate", "features"):
                 profiles[role] = spawn(role, args, [*common, "--profile"])
@@ -352,9 +434,12 @@ def main() -> None:
     best = {role: min(r["stage_s"] for r in rs) for role, rs in results.items()}
     peak = {role: max(r["peak_rss_mb"] for r in rs) for role, rs in results.items()}
     floor_s, floor_s3 = med["floor_local"], med["floor_s3"]
-    cmd = (f"cd {ROOT} && .venv/bin/python bench/bench_ingest.py --rows {args.rows} --history-days "
-           f"{args.history_days} --history-rows {args.history_rows} --repeats {args.repeats}"
-           + (" --profile" if args.profile else "") + ("" if args.what_if else " --no-what-if"))
+    cmd = (
+        f"cd {ROOT} && .venv/bin/python bench/bench_ingest.py --rows {args.rows} --history-days "
+        f"{args.history_days} --history-rows {args.history_rows} --repeats {args.repeats}"
+        + (" --profile" if args.profile else "")
+        + ("" if args.what_if else " --no-what-if")
+    )
     lines = [
         "# Ingest benchmark: extract -> validate -> features, one day",
         "",
@@ -363,22 +448,31 @@ def main() -> None:
         "",
         *machine_facts(),
         "",
-        (f"Data: fraud pipeline (`include/pipelines/fraud.yaml`), day D = {DAY}: "
-        f"{setup['day_rows']:,} source rows (generate_transactions rows_per_day={args.rows:,}, "
-        f"n_customers={N_CUSTOMERS:,}) in SQLite; {args.history_days} raw history partitions before D on S3 "
-        f"({', '.join(f'{n:,}' for n in setup['history_rows'])} rows). Setup took {setup['source_s']:.0f} s "
-        f"(source) + {setup['history_s']:.0f} s (history), not counted below."),
-        (f"Each row is one fresh subprocess; N={args.repeats} run(s) per stage, interleaved; median and best wall, max peak "
-        "RSS shown (best is the least disturbed by other jobs on the machine). "
-        "Stage time covers the step call only; imports are timed before it."),
+        (
+            f"Data: fraud pipeline (`include/pipelines/fraud.yaml`), day D = {DAY}: "
+            f"{setup['day_rows']:,} source rows (generate_transactions rows_per_day={args.rows:,}, "
+            f"n_customers={N_CUSTOMERS:,}) in SQLite; {args.history_days} raw history partitions before D on S3 "
+            f"({', '.join(f'{n:,}' for n in setup['history_rows'])} rows). Setup took {setup['source_s']:.0f} s "
+            f"(source) + {setup['history_s']:.0f} s (history), not counted below."
+        ),
+        (
+            f"Each row is one fresh subprocess; N={args.repeats} run(s) per stage, interleaved; median and best wall, max peak "
+            "RSS shown (best is the least disturbed by other jobs on the machine). "
+            "Stage time covers the step call only; imports are timed before it."
+        ),
         "",
-        ("Floor = `sqlite3` cursor over the same SQL -> `fetchall` -> pyarrow table -> `pq.write_table` (snappy) "
-        "to a local file. It leaves timestamps as text (the stages parse them) and does no S3 I/O; "
-        "floor + S3 adds the boto3 upload of that file. The `*_pruned` rows are what-ifs, not product code: the "
-        "same step reading only the history columns it uses (see `what_if_*` in the script)."),
+        (
+            "Floor = `sqlite3` cursor over the same SQL -> `fetchall` -> pyarrow table -> `pq.write_table` (snappy) "
+            "to a local file. It leaves timestamps as text (the stages parse them) and does no S3 I/O; "
+            "floor + S3 adds the boto3 upload of that file. The `*_pruned` rows are what-ifs, not product code: the "
+            "same step reading only the history columns it uses (see `what_if_*` in the script)."
+        ),
         "",
-        ("| stage | wall, median (s) | wall, best (s) | ratio to floor (median/median; best/best) | ratio to floor + S3 | peak RSS (MB) | imports, last run (s) | RSS after imports (MB) "
-        "| S3/parquet I/O inside stage, last run (s) | goal: <= 3x floor | goal: RSS <= 3 GB |"),
+        (
+            "| stage | wall, median (s) | wall, best (s) | ratio to floor (median/median; best/best) "
+            "| ratio to floor + S3 | peak RSS (MB) | imports, last run (s) | RSS after imports (MB) "
+            "| S3/parquet I/O inside stage, last run (s) | goal: <= 3x floor | goal: RSS <= 3 GB |"
+        ),
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for role in results:
@@ -388,22 +482,35 @@ def main() -> None:
         ratio_best = best[role] / best["floor_local"]
         is_stage = not role.startswith("floor")
         verdict = {(True, True): "yes", (False, False): "NO"}.get(
-            (ratio <= RATIO_GOAL, ratio_best <= RATIO_GOAL), "median NO, best yes" if ratio_best <= RATIO_GOAL
-            else "median yes, best NO")
+            (ratio <= RATIO_GOAL, ratio_best <= RATIO_GOAL),
+            "median NO, best yes" if ratio_best <= RATIO_GOAL else "median yes, best NO",
+        )
         lines.append(
             f"| {role} | {med[role]:.2f} | {best[role]:.2f} | {ratio:.2f}; {ratio_best:.2f} | {ratio3:.2f} | "
             f"{peak[role]:.0f} | {r['import_s']:.2f} | {r['rss_after_imports_mb']:.0f} | {io:.2f} | "
             f"{verdict if is_stage else '-'} | "
-            f"{'yes' if peak[role] <= RSS_GOAL_MB else 'NO'} |")
+            f"{'yes' if peak[role] <= RSS_GOAL_MB else 'NO'} |"
+        )
     lines += ["", "Per-stage detail (last run):", ""]
     for role, runs in results.items():
         r = runs[-1]
         extra = {k: round(r[k], 3) for k in ("query_fetch_s", "to_arrow_s", "read_write_s", "upload_s") if k in r}
-        lines.append(f"* **{role}**: runs {', '.join(format(x['stage_s'], '.2f') for x in runs)} s; "
-                     f"I/O {({k: round(v, 2) for k, v in r['io'].items()})}; {extra or ''} result `{r['result']}`")
+        lines.append(
+            f"* **{role}**: runs {', '.join(format(x['stage_s'], '.2f') for x in runs)} s; "
+            f"I/O { ({k: round(v, 2) for k, v in r['io'].items()}) }; {extra or ''} result `{r['result']}`"
+        )
     for role, r in profiles.items():
-        lines += ["", (f"### cProfile of {role} (one extra run, {r['stage_s']:.2f} s under the profiler; "
-                  "top 25 by cumulative time)"), "", "```", r["profile"].strip(), "```"]
+        lines += [
+            "",
+            (
+                f"### cProfile of {role} (one extra run, {r['stage_s']:.2f} s under the profiler; "
+                "top 25 by cumulative time)"
+            ),
+            "",
+            "```",
+            r["profile"].strip(),
+            "```",
+        ]
     Path(args.out).write_text("\n".join(lines) + "\n")
     print(f"wrote {args.out}")
 

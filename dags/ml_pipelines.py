@@ -3,6 +3,6 @@
 Adding a model means adding a YAML file; this file never changes.
 """
 
-from ml_ops.dag_factory import build_all
+from ml_ops.airflow.dag_factory import build_all
 
 globals().update(build_all())

@@ -2,7 +2,7 @@
 
     .venv/bin/python docs/screenshots.py [--days 12] [--keep]
 
-Brings up the embedded stack (``ml_ops.stack.Stack``) in a temporary MLOPS_HOME on free ports, with
+Brings up the embedded stack (``ml_ops.local.stack.Stack``) in a temporary MLOPS_HOME on free ports, with
 ``AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS=True`` so the Airflow UI opens without a login page (only
 here: the stack's default keeps the login), loads simulated days as ``make demo`` does, runs the fraud
 training DAG over them as an Airflow backfill, then takes headless Chromium screenshots of
@@ -68,9 +68,19 @@ class Chromium:
         port_file.unlink(missing_ok=True)
         w, h = size
         self.proc = subprocess.Popen(
-            [browser(), "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", f"--window-size={w},{h}",
-             "--remote-debugging-port=0", f"--user-data-dir={profile}", "about:blank"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            [
+                browser(),
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--hide-scrollbars",
+                f"--window-size={w},{h}",
+                "--remote-debugging-port=0",
+                f"--user-data-dir={profile}",
+                "about:blank",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         deadline = time.monotonic() + 60
         while not (port_file.exists() and port_file.read_text().strip()):
@@ -133,8 +143,17 @@ class Chromium:
             self.proc.wait()
 
 
-def capture(page: Chromium, origin: str, path: str, target: Path, *, storage_page: str,
-            local_storage: dict[str, str], ready: str, what: str) -> None:
+def capture(
+    page: Chromium,
+    origin: str,
+    path: str,
+    target: Path,
+    *,
+    storage_page: str,
+    local_storage: dict[str, str],
+    ready: str,
+    what: str,
+) -> None:
     """Set ``local_storage`` on ``origin``, open ``origin + path``, wait for ``ready``, save a PNG.
 
     The storage is written from ``storage_page``, a page of the same origin that is not the UI app
@@ -157,16 +176,30 @@ def _not_login() -> str:
 
 def airflow_grid(page: Chromium, stack, dag_id: str, tasks: list[str], runs: int) -> None:
     shown = min(runs, 10)  # the grid's default window of runs
-    cells = f"document.querySelectorAll('a[id^=\"grid-\"] [data-testid=\"task-state-badge\"]').length >= {len(tasks) * shown}"
+    cells = (
+        f'document.querySelectorAll(\'a[id^="grid-"] [data-testid="task-state-badge"]\').length >= {len(tasks) * shown}'
+    )
     capture(
-        page, stack.airflow_url, f"/dags/{dag_id}", IMG / "airflow-grid.png",
+        page,
+        stack.airflow_url,
+        f"/dags/{dag_id}",
+        IMG / "airflow-grid.png",
         storage_page="/api/v2/monitor/health",
         # react-resizable-panels' saved layout of the DAG page: grid 42 %, details 58 %
-        local_storage={"react-resizable-panels:grid-ltr": json.dumps(
-            {"details-panel,main-panel": {"expandToSizes": {}, "layout": [42, 58]}})},
-        ready=" && ".join([f"document.body.innerText.includes({json.dumps(t)})" for t in tasks]
-                          + [cells, "document.body.innerText.includes('Latest Run')",
-                             "!document.body.innerText.includes('Backfill in progress')", _not_login()]),
+        local_storage={
+            "react-resizable-panels:grid-ltr": json.dumps(
+                {"details-panel,main-panel": {"expandToSizes": {}, "layout": [42, 58]}}
+            )
+        },
+        ready=" && ".join(
+            [f"document.body.innerText.includes({json.dumps(t)})" for t in tasks]
+            + [
+                cells,
+                "document.body.innerText.includes('Latest Run')",
+                "!document.body.innerText.includes('Backfill in progress')",
+                _not_login(),
+            ]
+        ),
         what=f"the grid of {shown} runs x {len(tasks)} tasks with their states",
     )
 
@@ -176,17 +209,26 @@ def mlflow_champion(page: Chromium, stack, model: str) -> None:
 
     version = MlflowClient(stack.mlflow_url).get_model_version_by_alias(model, "champion").version
     capture(
-        page, stack.mlflow_url, f"/#/models/{model}/versions/{version}", IMG / "mlflow-model.png",
+        page,
+        stack.mlflow_url,
+        f"/#/models/{model}/versions/{version}",
+        IMG / "mlflow-model.png",
         storage_page="/health",
-        local_storage={"mlflow.assistant.fab.autoOpenedOnFirstLoad_v1": "true",
-                       "mlflow.assistant.panelOpen_v1": "false"},
-        ready=" && ".join(["document.body.innerText.includes('champion')",
-                           "document.body.innerText.includes('data_window')",
-                           f"document.body.innerText.includes('Version {version}')",
-                           # the assistant panel's texts (its floating button says only "MLflow Assistant")
-                           "!document.body.innerText.includes('Ask questions about your')",
-                           "!document.body.innerText.includes('Welcome to MLflow Assistant')",
-                           "!document.body.innerText.includes('Assistant setup required')"]),
+        local_storage={
+            "mlflow.assistant.fab.autoOpenedOnFirstLoad_v1": "true",
+            "mlflow.assistant.panelOpen_v1": "false",
+        },
+        ready=" && ".join(
+            [
+                "document.body.innerText.includes('champion')",
+                "document.body.innerText.includes('data_window')",
+                f"document.body.innerText.includes('Version {version}')",
+                # the assistant panel's texts (its floating button says only "MLflow Assistant")
+                "!document.body.innerText.includes('Ask questions about your')",
+                "!document.body.innerText.includes('Welcome to MLflow Assistant')",
+                "!document.body.innerText.includes('Assistant setup required')",
+            ]
+        ),
         what=f"version {version} with the champion alias and its tags (and the assistant panel closed)",
     )
 
@@ -205,27 +247,33 @@ def wait_backfill_completed(client, dag_id: str, timeout: float = 120) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--days", type=int, default=int(os.environ.get("MLOPS_DEMO_DAYS", "12")),
-                        help="simulated days to run the training DAG over (12, as make demo)")
+    parser.add_argument(
+        "--days",
+        type=int,
+        default=int(os.environ.get("MLOPS_DEMO_DAYS", "12")),
+        help="simulated days to run the training DAG over (12, as make demo)",
+    )
     parser.add_argument("--keep", action="store_true", help="leave the stack running and its home in place")
     args = parser.parse_args(argv)
     browser()  # fail before a 10-minute setup, not after
 
     home = Path(tempfile.mkdtemp(prefix="mlops-screenshots-"))
-    os.environ.update({
-        "MLOPS_HOME": str(home),
-        "MLOPS_AIRFLOW_PORT": str(free_port()),
-        "MLOPS_MLFLOW_PORT": str(free_port()),
-        "MLOPS_S3_PORT": str(free_port()),
-        "MLOPS_SCHEDULES": "on",  # as `make demo`: a backfill needs the daily schedule
-        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",  # no login page in the screenshots
-    })
+    os.environ.update(
+        {
+            "MLOPS_HOME": str(home),
+            "MLOPS_AIRFLOW_PORT": str(free_port()),
+            "MLOPS_MLFLOW_PORT": str(free_port()),
+            "MLOPS_S3_PORT": str(free_port()),
+            "MLOPS_SCHEDULES": "on",  # as `make demo`: a backfill needs the daily schedule
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",  # no login page in the screenshots
+        }
+    )
     for var in ("MLOPS_INCLUDE_DIR", "MLOPS_DB_URL", "MLOPS_MLFLOW_DB_URL", "MLOPS_EXECUTOR"):
         os.environ.pop(var, None)  # the shipped pipelines on the default (demo) shape
 
-    from ml_ops.airflow_client import AirflowClient
-    from ml_ops.demo import load_source, run_backfill
-    from ml_ops.stack import Stack
+    from ml_ops.local.airflow_client import AirflowClient
+    from ml_ops.local.demo import load_source, run_backfill
+    from ml_ops.local.stack import Stack
 
     started = time.monotonic()
     stack = Stack.from_env()
@@ -251,8 +299,10 @@ def main(argv: list[str] | None = None) -> int:
             page.close()
     finally:
         if args.keep:
-            print(f"stack left running: MLOPS_HOME={home} (stop: MLOPS_HOME={home} make down); "
-                  f"Airflow {stack.airflow_url}, MLflow {stack.mlflow_url}")
+            print(
+                f"stack left running: MLOPS_HOME={home} (stop: MLOPS_HOME={home} make down); "
+                f"Airflow {stack.airflow_url}, MLflow {stack.mlflow_url}"
+            )
         else:
             stack.down()
             shutil.rmtree(home, ignore_errors=True)

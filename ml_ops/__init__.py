@@ -1,6 +1,6 @@
 """airflow-mlops: Airflow 3 operators and DAGs for the whole life of a tabular model.
 
-The public names are few; they load lazily so that ``import ml_ops.features`` stays Airflow-free
+The public names are few; they load lazily so that ``import ml_ops.pipeline.features`` stays Airflow-free
 and DAG files parse fast.
 """
 
@@ -14,14 +14,14 @@ __version__ = "0.1.0"
 _PUBLIC = {
     "load_pipeline": "ml_ops.config",
     "Pipeline": "ml_ops.config",
-    "build_pipeline_dags": "ml_ops.dag_factory",
-    "ExtractOperator": "ml_ops.operators",
-    "ValidateOperator": "ml_ops.operators",
-    "FeaturesOperator": "ml_ops.operators",
-    "TrainOperator": "ml_ops.operators",
-    "CompareOperator": "ml_ops.operators",
-    "PromoteOperator": "ml_ops.operators",
-    "MlflowHook": "ml_ops.hooks",
+    "build_pipeline_dags": "ml_ops.airflow.dag_factory",
+    "ExtractOperator": "ml_ops.airflow.operators",
+    "ValidateOperator": "ml_ops.airflow.operators",
+    "FeaturesOperator": "ml_ops.airflow.operators",
+    "TrainOperator": "ml_ops.airflow.operators",
+    "CompareOperator": "ml_ops.airflow.operators",
+    "PromoteOperator": "ml_ops.airflow.operators",
+    "MlflowHook": "ml_ops.airflow.hooks",
 }
 __all__ = [*sorted(_PUBLIC), "code_version"]  # noqa: PLE0604 - names, resolved lazily
 

@@ -152,7 +152,8 @@ class Serving(_Strict):
     require_token: bool = Field(False, description="prediction routes need the gateway's bearer token")
     max_batch_rows: int = Field(1000, ge=1, le=100_000, description="rows per request; more gets 413")
     gateway_conn_id: str = Field(
-        "mlops_gateway", description="HTTP connection of the gateway (password: admin token); the canary DAG flushes logs"
+        "mlops_gateway",
+        description="HTTP connection of the gateway (password: admin token); the canary DAG flushes logs",
     )
 
 
@@ -162,15 +163,18 @@ class CanaryMetric(_Strict):
     direction: Literal["increase", "decrease", "either"] = Field(
         description="which change is bad: increase (latency), decrease (accuracy), either (score shift)"
     )
-    tolerance: float = Field(ge=0, description="change allowed before the metric can fail: absolute for rates "
-                             "(error_rate, accuracy), relative for latency_ms, |P(canary > champion) - 0.5| "
-                             "for score")
+    tolerance: float = Field(
+        ge=0,
+        description="change allowed before the metric can fail: absolute for rates "
+        "(error_rate, accuracy), relative for latency_ms, |P(canary > champion) - 0.5| "
+        "for score",
+    )
     critical: bool = Field(False, description="a failure of this metric fails the canary outright")
     weight: float = Field(1.0, gt=0)
 
 
 def _default_canary_metrics() -> dict[str, CanaryMetric]:
-    # Names and semantics are those of ml_ops.canary_judge.METRICS.
+    # Names and semantics are those of ml_ops.rollout.judge.METRICS.
     return {
         "error_rate": CanaryMetric(direction="increase", tolerance=0.01, critical=True),
         "latency_ms": CanaryMetric(direction="increase", tolerance=0.10, critical=True),
@@ -195,8 +199,12 @@ class Canary(_Strict):
     # 0.95, not 0.99: at the traffic min_requests implies (200 canary requests at 10 %), 0.99 caught a 5-point
     # accuracy drop in 91 % of canaries; the tolerance bands, not alpha, keep identical models from failing
     # (bench/RESULTS_canary_judge.md).
-    confidence: float = Field(0.95, gt=0.5, lt=1, description="one-sided confidence of each metric's test "
-                              "('either' splits it over both directions)")
+    confidence: float = Field(
+        0.95,
+        gt=0.5,
+        lt=1,
+        description="one-sided confidence of each metric's test ('either' splits it over both directions)",
+    )
     pass_score: float = Field(95, ge=0, le=100, description="judge score at or above which a step passes")
     marginal_score: float = Field(75, ge=0, le=100, description="below this a step fails; in between it is extended")
     metrics: dict[str, CanaryMetric] = Field(default_factory=_default_canary_metrics)
@@ -266,8 +274,7 @@ def load_pipeline(path: str | Path) -> Pipeline:
         return Pipeline.model_validate(raw)
     except ValidationError as exc:
         lines = [
-            f"{path.name}: {'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['msg']}"
-            for err in exc.errors()
+            f"{path.name}: {'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['msg']}" for err in exc.errors()
         ]
         raise ConfigError("\n".join(lines)) from None
 

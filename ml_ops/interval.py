@@ -78,7 +78,9 @@ class TrainingWindow:
         return f"{self.train_days[0]}..{self.train_days[-1]} holdout {self.holdout_days[0]}..{self.holdout_days[-1]}"
 
 
-def training_window(interval: DayInterval, label_delay_days: int, window_days: int, holdout_days: int) -> TrainingWindow:
+def training_window(
+    interval: DayInterval, label_delay_days: int, window_days: int, holdout_days: int
+) -> TrainingWindow:
     """The most recent ``holdout_days`` labelled days are the holdout, the ``window_days`` before them
     are trained on. A day is labelled once ``label_delay_days`` have passed since it ended."""
     last_labelled = interval.day - timedelta(days=label_delay_days)

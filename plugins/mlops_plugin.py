@@ -18,7 +18,7 @@ from airflow.plugins_manager import AirflowPlugin
 from airflow.sdk import BaseOperatorLink
 from mlops_reports import URL_PREFIX, create_app, report_path
 
-from ml_ops.operators import pipeline as ops
+from ml_ops.airflow.operators import pipeline as ops
 
 DAG_SUFFIXES = ("_training", "_drift", "_monitoring")
 
@@ -63,7 +63,7 @@ def key_from_uri(uri: str | None) -> str | None:
     """``s3://bucket/pipelines/...`` → ``pipelines/...`` (the report route serves the configured bucket)."""
     if not uri or not uri.startswith("s3://"):
         return None
-    return uri[len("s3://"):].split("/", 1)[1] if "/" in uri[len("s3://"):] else None
+    return uri[len("s3://") :].split("/", 1)[1] if "/" in uri[len("s3://") :] else None
 
 
 # ---- what the API server knows about a task instance -----------------------------------------------------
@@ -84,8 +84,11 @@ def xcom_return_value(ti_key) -> dict | None:
     with create_session() as session:
         row = session.execute(
             XComModel.get_many(
-                key="return_value", run_id=ti_key.run_id, dag_ids=ti_key.dag_id,
-                task_ids=ti_key.task_id, map_indexes=ti_key.map_index,
+                key="return_value",
+                run_id=ti_key.run_id,
+                dag_ids=ti_key.dag_id,
+                task_ids=ti_key.task_id,
+                map_indexes=ti_key.map_index,
             ).with_only_columns(XComModel.value)
         ).first()
     if not row:
@@ -110,8 +113,10 @@ def run_day(ti_key) -> str:
         dr = session.query(DagRun).filter_by(dag_id=ti_key.dag_id, run_id=ti_key.run_id).one()
         return resolve_interval(
             data_date=(dr.conf or {}).get("data_date"),
-            data_interval_start=dr.data_interval_start, data_interval_end=dr.data_interval_end,
-            logical_date=dr.logical_date, run_after=dr.run_after,
+            data_interval_start=dr.data_interval_start,
+            data_interval_end=dr.data_interval_end,
+            logical_date=dr.logical_date,
+            run_after=dr.run_after,
         ).ds
 
 

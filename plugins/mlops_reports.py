@@ -64,7 +64,9 @@ def _authorize(user, pipeline: str) -> None:
 
     # A report belongs to a pipeline; whoever may read its training DAG's task instances may read it.
     allowed = get_auth_manager().is_authorized_dag(
-        method="GET", user=user, access_entity=DagAccessEntity.TASK_INSTANCE,
+        method="GET",
+        user=user,
+        access_entity=DagAccessEntity.TASK_INSTANCE,
         details=DagDetails(id=f"{pipeline}_training"),
     )
     if not allowed:

@@ -29,9 +29,10 @@ class InjectedFailure(RuntimeError):
 class VariantModel(mlflow.pyfunc.PythonModel):
     """P(positive) of the wrapped pipeline, with the configured faults."""
 
-    def __init__(self, pipeline, *, delay_ms: float = 0.0, error_rate: float = 0.0, invert: bool = False,
-                 seed: int = 0):
-        self.pipeline = pipeline  # same attribute as ml_ops.train.ScoreModel: unwrap_python_model().pipeline
+    def __init__(
+        self, pipeline, *, delay_ms: float = 0.0, error_rate: float = 0.0, invert: bool = False, seed: int = 0
+    ):
+        self.pipeline = pipeline  # same attribute as ml_ops.pipeline.train.ScoreModel: unwrap_python_model().pipeline
         self.delay_ms, self.error_rate, self.invert, self.seed = delay_ms, error_rate, invert, seed
         self._rng = self._lock = None
 
@@ -59,8 +60,11 @@ class VariantModel(mlflow.pyfunc.PythonModel):
 
 
 def describe(*, delay_ms: float = 0.0, error_rate: float = 0.0, invert: bool = False, seed: int = 0) -> str:
-    parts = [f"delay_ms={delay_ms:g}" if delay_ms else "", f"error_rate={error_rate:g}" if error_rate else "",
-             "invert" if invert else ""]
+    parts = [
+        f"delay_ms={delay_ms:g}" if delay_ms else "",
+        f"error_rate={error_rate:g}" if error_rate else "",
+        "invert" if invert else "",
+    ]
     return ",".join(p for p in parts if p) or "identity"
 
 
@@ -80,13 +84,21 @@ def _tracking(uri: str):
             os.environ["MLFLOW_LOG_UV_FILES"] = old_uv
 
 
-def register_variant(tracking_uri: str, model_name: str, base_version: int, *, delay_ms: float = 0.0,
-                     error_rate: float = 0.0, invert: bool = False, seed: int = 0) -> int:
+def register_variant(
+    tracking_uri: str,
+    model_name: str,
+    base_version: int,
+    *,
+    delay_ms: float = 0.0,
+    error_rate: float = 0.0,
+    invert: bool = False,
+    seed: int = 0,
+) -> int:
     """Register a fault-injecting copy of ``model_name`` v``base_version``; returns the new version."""
     import cloudpickle
     from mlflow import MlflowClient
 
-    from ml_ops.train import pinned_requirements
+    from ml_ops.pipeline.train import pinned_requirements
 
     if not 0.0 <= error_rate <= 1.0 or delay_ms < 0:
         raise ValueError(f"error_rate must be in [0, 1] and delay_ms >= 0, got {error_rate}, {delay_ms}")
@@ -95,19 +107,32 @@ def register_variant(tracking_uri: str, model_name: str, base_version: int, *, d
     base_mv = client.get_model_version(model_name, str(base_version))
     with _tracking(tracking_uri):
         base = mlflow.pyfunc.load_model(f"models:/{model_name}/{base_version}")
-        wrapper = VariantModel(base.unwrap_python_model().pipeline, delay_ms=delay_ms, error_rate=error_rate,
-                               invert=invert, seed=seed)
+        wrapper = VariantModel(
+            base.unwrap_python_model().pipeline, delay_ms=delay_ms, error_rate=error_rate, invert=invert, seed=seed
+        )
         experiment_id = client.get_run(base_mv.run_id).info.experiment_id if base_mv.run_id else None
         module = sys.modules[__name__]
         cloudpickle.register_pickle_by_value(module)
         try:
-            with mlflow.start_run(experiment_id=experiment_id, run_name=f"variant of v{base_version}: {description}",
-                                  tags={"variant": description, "base_version": str(base_version)}):
-                info = mlflow.pyfunc.log_model(name="model", python_model=wrapper, signature=base.metadata.signature,
-                                               input_example=base.input_example, code_paths=[__file__],
-                                               pip_requirements=pinned_requirements())
+            with mlflow.start_run(
+                experiment_id=experiment_id,
+                run_name=f"variant of v{base_version}: {description}",
+                tags={"variant": description, "base_version": str(base_version)},
+            ):
+                info = mlflow.pyfunc.log_model(
+                    name="model",
+                    python_model=wrapper,
+                    signature=base.metadata.signature,
+                    input_example=base.input_example,
+                    code_paths=[__file__],
+                    pip_requirements=pinned_requirements(),
+                )
         finally:
             cloudpickle.unregister_pickle_by_value(module)
-        mv = mlflow.register_model(info.model_uri, model_name, await_registration_for=0,
-                                   tags={"variant": description, "base_version": str(base_version), "seed": str(seed)})
+        mv = mlflow.register_model(
+            info.model_uri,
+            model_name,
+            await_registration_for=0,
+            tags={"variant": description, "base_version": str(base_version), "seed": str(seed)},
+        )
     return int(mv.version)

@@ -1,7 +1,7 @@
 """The serving gateway: one HTTP service for every pipeline's model.
 
 It follows the MLflow aliases ``champion`` and ``canary`` and the deployment state the canary DAG writes
-(``ml_ops.deployment``), routes each request row to one of the two by a sticky hash of its routing key,
+(``ml_ops.rollout.deployment``), routes each request row to one of the two by a sticky hash of its routing key,
 validates inputs against the model version's signature, and logs every prediction (and the labels posted
 back) as parquet parts in S3. ``python -m ml_ops.serving`` runs it; see ``ml_ops.serving.app`` for the
 routes and ``ml_ops.serving.settings`` for the environment variables.

@@ -32,9 +32,17 @@ def main() -> int:
     except ValueError as exc:
         print(f"ml_ops.serving: {exc}", file=sys.stderr)
         return 2
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, workers=1,
-                access_log=settings.access_log, log_level="info", lifespan="on", timeout_graceful_shutdown=20,
-                proxy_headers=False)  # nothing here uses the client address: skip rewriting it per request
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        workers=1,
+        access_log=settings.access_log,
+        log_level="info",
+        lifespan="on",
+        timeout_graceful_shutdown=20,
+        proxy_headers=False,
+    )  # nothing here uses the client address: skip rewriting it per request
     return 0
 
 

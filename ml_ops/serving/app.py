@@ -46,11 +46,16 @@ _INVOCATIONS = re.compile(r"^/(?:(?:pipelines|endpoints)/(?P<pipeline>[^/]+)/)?i
 
 def check_token(settings: Settings, authorization: str | None, what: str) -> None:
     if not settings.token:
-        raise RequestError(403, f"{what} needs a bearer token, and this gateway has none (set MLOPS_GATEWAY_TOKEN)",
-                           kind="auth")
+        raise RequestError(
+            403, f"{what} needs a bearer token, and this gateway has none (set MLOPS_GATEWAY_TOKEN)", kind="auth"
+        )
     if not authorization:
-        raise RequestError(401, f"{what} needs the header 'Authorization: Bearer <MLOPS_GATEWAY_TOKEN>'",
-                           kind="auth", headers={"WWW-Authenticate": "Bearer"})
+        raise RequestError(
+            401,
+            f"{what} needs the header 'Authorization: Bearer <MLOPS_GATEWAY_TOKEN>'",
+            kind="auth",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
     scheme, _, token = authorization.partition(" ")
     if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), settings.token.encode()):
         raise RequestError(403, f"{what}: invalid bearer token", kind="auth")
@@ -125,8 +130,9 @@ class InvocationFront:
             g: Gateway = self.app.state.gateway
             dep = g.deployment(g.pipeline_name(pipeline))
             if dep.cfg.serving.require_token:
-                check_token(self.settings, headers.get("authorization"),
-                            f"pipeline {dep.name!r} (serving.require_token)")
+                check_token(
+                    self.settings, headers.get("authorization"), f"pipeline {dep.name!r} (serving.require_token)"
+                )
             body = await self._body(receive, headers.get("content-length"))
             routing_header = headers.get("x-routing-key") or None
             if routing_header and len(routing_header) > 256:
@@ -168,8 +174,14 @@ def create_app(settings: Settings | None = None, gateway: Gateway | None = None)
         gw = gateway or Gateway(settings)
         gw.start()
         app.state.gateway = gw
-        log.info("gateway up on %s:%s (poll %.1fs, flush %d rows / %.1fs)", settings.host, settings.port,
-                 settings.poll_seconds, settings.flush_rows, settings.flush_seconds)
+        log.info(
+            "gateway up on %s:%s (poll %.1fs, flush %d rows / %.1fs)",
+            settings.host,
+            settings.port,
+            settings.poll_seconds,
+            settings.flush_rows,
+            settings.flush_seconds,
+        )
         try:
             yield
         finally:
@@ -200,8 +212,9 @@ def create_app(settings: Settings | None = None, gateway: Gateway | None = None)
         g = gw(request)
         dep = g.deployment(pipeline)
         if dep.cfg.serving.require_token:
-            check_token(settings, request.headers.get("authorization"),
-                        f"pipeline {dep.name!r} (serving.require_token)")
+            check_token(
+                settings, request.headers.get("authorization"), f"pipeline {dep.name!r} (serving.require_token)"
+            )
         body = await _request_body(request, settings.max_body_bytes)
         return _json(g.feedback(dep, body))
 

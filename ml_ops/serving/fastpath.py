@@ -1,4 +1,4 @@
-"""A numpy scorer for the pipelines ``ml_ops.train.build_model`` makes, checked against the pipeline.
+"""A numpy scorer for the pipelines ``ml_ops.pipeline.train.build_model`` makes, checked against the pipeline.
 
 A one-row ``predict_proba`` of ``Pipeline(ColumnTransformer(SimpleImputer, StandardScaler, OneHotEncoder)
 -> classifier)`` costs ~5 ms of CPU, nearly all of it in the ColumnTransformer's pandas column selection
@@ -32,13 +32,17 @@ def _numeric_step(step) -> Callable[[np.ndarray], np.ndarray] | None:
 
     if isinstance(step, SimpleImputer):
         missing = step.missing_values
-        if (step.add_indicator or not (isinstance(missing, float) and np.isnan(missing))
-                or np.asarray(step.statistics_).dtype.kind not in "fiu"):  # a string fill: the categorical block
+        if (
+            step.add_indicator
+            or not (isinstance(missing, float) and np.isnan(missing))
+            or np.asarray(step.statistics_).dtype.kind not in "fiu"
+        ):  # a string fill: the categorical block
             return None
         fill = np.asarray(step.statistics_, dtype="float64")
 
         def impute(x):
             return np.where(np.isnan(x), fill, x)
+
         return impute
     if isinstance(step, StandardScaler):
         mean = np.zeros(step.n_features_in_) if step.mean_ is None else step.mean_
@@ -46,6 +50,7 @@ def _numeric_step(step) -> Callable[[np.ndarray], np.ndarray] | None:
 
         def standardise(x):
             return (x - mean) / scale
+
         return standardise
     return None
 
@@ -57,13 +62,23 @@ def _categorical_block(steps: list) -> Callable[[list[np.ndarray]], np.ndarray] 
     fill = None
     if len(steps) == 2:
         imputer, steps = steps[0], steps[1:]
-        if (not isinstance(imputer, SimpleImputer) or imputer.add_indicator or imputer.strategy != "constant"
-                or not (isinstance(imputer.missing_values, float) and np.isnan(imputer.missing_values))):
+        if (
+            not isinstance(imputer, SimpleImputer)
+            or imputer.add_indicator
+            or imputer.strategy != "constant"
+            or not (isinstance(imputer.missing_values, float) and np.isnan(imputer.missing_values))
+        ):
             return None
         fill = imputer.statistics_
     encoder = steps[0] if len(steps) == 1 else None
-    if (not isinstance(encoder, OneHotEncoder) or encoder.handle_unknown != "ignore" or encoder.drop is not None
-            or encoder.sparse_output or encoder.min_frequency is not None or encoder.max_categories is not None):
+    if (
+        not isinstance(encoder, OneHotEncoder)
+        or encoder.handle_unknown != "ignore"
+        or encoder.drop is not None
+        or encoder.sparse_output
+        or encoder.min_frequency is not None
+        or encoder.max_categories is not None
+    ):
         return None
     lookups = [{c: i for i, c in enumerate(cats.tolist())} for cats in encoder.categories_]
     offsets = np.cumsum([0] + [len(c) for c in encoder.categories_])
@@ -71,7 +86,7 @@ def _categorical_block(steps: list) -> Callable[[list[np.ndarray]], np.ndarray] 
     def encode(columns: list[np.ndarray]) -> np.ndarray:
         n = len(columns[0])
         out = np.zeros((n, offsets[-1]), dtype="float64")
-        for j, (values, lookup) in enumerate(zip(columns, lookups)):
+        for j, (values, lookup) in enumerate(zip(columns, lookups, strict=False)):
             if fill is not None:
                 missing = _is_missing(values)
                 if missing.any():
@@ -81,6 +96,7 @@ def _categorical_block(steps: list) -> Callable[[list[np.ndarray]], np.ndarray] 
                 if index is not None:  # unknown category: all zeros, as handle_unknown="ignore"
                     out[row, offsets[j] + index] = 1.0
         return out
+
     return encode
 
 
@@ -121,6 +137,7 @@ def compile_pipeline(pipeline) -> Scorer | None:
             else:
                 parts.append(ops([np.asarray(columns[c], dtype=object) for c in names]))
         return np.asarray(clf.predict_proba(np.hstack(parts)))[:, 1].astype("float64")
+
     return score
 
 

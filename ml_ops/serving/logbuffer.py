@@ -86,10 +86,18 @@ class _Part:
 
 
 class PartitionedLog:
-    def __init__(self, store, *, name: str, base_dtypes: Mapping[str, str], flush_rows: int = 5000,
-                 flush_seconds: float = 10.0, max_rows: int | None = None,
-                 on_write: Callable[[str, int], None] | None = None,
-                 on_error: Callable[[str, Exception], None] | None = None):
+    def __init__(
+        self,
+        store,
+        *,
+        name: str,
+        base_dtypes: Mapping[str, str],
+        flush_rows: int = 5000,
+        flush_seconds: float = 10.0,
+        max_rows: int | None = None,
+        on_write: Callable[[str, int], None] | None = None,
+        on_error: Callable[[str, Exception], None] | None = None,
+    ):
         self.store, self.name = store, name
         self.base_dtypes = dict(base_dtypes)
         self.flush_rows, self.flush_seconds = flush_rows, flush_seconds
@@ -137,13 +145,16 @@ class PartitionedLog:
             written, failed = [], []
             for part in parts:
                 stamp = datetime.now(timezone.utc)
-                uri = (f"{part.prefix}/ds={part.hour:%Y-%m-%d}/hour={part.hour:%H}/"
-                       f"part-{stamp:%Y%m%dT%H%M%S}{stamp.microsecond // 1000:03d}Z-{uuid.uuid4().hex}.parquet")
+                uri = (
+                    f"{part.prefix}/ds={part.hour:%Y-%m-%d}/hour={part.hour:%H}/"
+                    f"part-{stamp:%Y%m%dT%H%M%S}{stamp.microsecond // 1000:03d}Z-{uuid.uuid4().hex}.parquet"
+                )
                 try:
                     self.store.write_parquet(part.frame(self.base_dtypes), uri)
                 except Exception as exc:  # noqa: BLE001 - keep the rows, try again next time
-                    log.error("%s: writing %d rows to %s failed: %s: %s", self.name, part.n, uri,
-                              type(exc).__name__, exc)
+                    log.error(
+                        "%s: writing %d rows to %s failed: %s: %s", self.name, part.n, uri, type(exc).__name__, exc
+                    )
                     failed.append(part)
                     if self.on_error:
                         self.on_error(self.name, exc)
@@ -164,8 +175,12 @@ class PartitionedLog:
                 gone = self._retry.pop(0)
                 total -= gone.n
                 self.dropped_rows += gone.n
-                log.error("%s: dropped %d buffered rows of %s (store unavailable, buffer full)", self.name,
-                          gone.n, gone.prefix)
+                log.error(
+                    "%s: dropped %d buffered rows of %s (store unavailable, buffer full)",
+                    self.name,
+                    gone.n,
+                    gone.prefix,
+                )
             if self._oldest is None:
                 self._oldest = time.monotonic()
 
@@ -188,8 +203,14 @@ class PartitionedLog:
         now = datetime.now(timezone.utc)
         sample = {"int64": 0, "Int64": 1, "float64": 0.5, "float32": 0.5, "boolean": True}
         part = _Part("s3://warm-up/x", now)
-        part.add(1, {name: now if dtype.startswith("datetime64") else sample.get(dtype, "x")
-                     for name, dtype in self.base_dtypes.items()}, None)
+        part.add(
+            1,
+            {
+                name: now if dtype.startswith("datetime64") else sample.get(dtype, "x")
+                for name, dtype in self.base_dtypes.items()
+            },
+            None,
+        )
         pq.write_table(pa.Table.from_pandas(part.frame(self.base_dtypes), preserve_index=False), io.BytesIO())
 
     def _run(self) -> None:

@@ -1,18 +1,18 @@
 """Prometheus metrics of the gateway (``GET /metrics``), in a registry of its own.
 
-    mlops_gateway_requests_total{pipeline,version,route,status}   requests answered (per route group)
-    mlops_gateway_errors_total{pipeline,version,route,kind}       failed requests: invalid | auth | too_large |
-                                                                   unavailable | model | internal
-    mlops_gateway_latency_seconds{pipeline,version,route}          model time of a request's rows
-    mlops_gateway_request_seconds{pipeline,status}                 whole request, parse to response
-    mlops_gateway_score{pipeline,version,route}                    predicted P(positive), per row
-    mlops_gateway_rows_total{pipeline,version,route}               rows predicted
-    mlops_gateway_canary_weight{pipeline}                          traffic share routed to the canary now
-    mlops_gateway_model_version{pipeline,route}                    version serving each route (0: none)
-    mlops_gateway_log_rows_written_total{log}                      rows written to S3 (log = predictions | feedback)
-    mlops_gateway_log_write_errors_total{log}                      failed part writes (rows kept for a retry)
-    mlops_gateway_log_buffered_rows{log}                           rows waiting to be written
-    mlops_gateway_feedback_total{pipeline}                         labels received
+mlops_gateway_requests_total{pipeline,version,route,status}   requests answered (per route group)
+mlops_gateway_errors_total{pipeline,version,route,kind}       failed requests: invalid | auth | too_large |
+                                                               unavailable | model | internal
+mlops_gateway_latency_seconds{pipeline,version,route}          model time of a request's rows
+mlops_gateway_request_seconds{pipeline,status}                 whole request, parse to response
+mlops_gateway_score{pipeline,version,route}                    predicted P(positive), per row
+mlops_gateway_rows_total{pipeline,version,route}               rows predicted
+mlops_gateway_canary_weight{pipeline}                          traffic share routed to the canary now
+mlops_gateway_model_version{pipeline,route}                    version serving each route (0: none)
+mlops_gateway_log_rows_written_total{log}                      rows written to S3 (log = predictions | feedback)
+mlops_gateway_log_write_errors_total{log}                      failed part writes (rows kept for a retry)
+mlops_gateway_log_buffered_rows{log}                           rows waiting to be written
+mlops_gateway_feedback_total{pipeline}                         labels received
 """
 
 from __future__ import annotations
@@ -30,26 +30,48 @@ CONTENT_TYPE = CONTENT_TYPE_LATEST
 class Metrics:
     def __init__(self) -> None:
         r = self.registry = CollectorRegistry()
-        self.requests = Counter("mlops_gateway_requests", "Requests answered, per route group",
-                                ["pipeline", "version", "route", "status"], registry=r)
-        self.errors = Counter("mlops_gateway_errors", "Failed requests by kind",
-                              ["pipeline", "version", "route", "kind"], registry=r)
-        self.latency = Histogram("mlops_gateway_latency_seconds", "Model time of a request's rows",
-                                 ["pipeline", "version", "route"], buckets=LATENCY_BUCKETS, registry=r)
-        self.request_seconds = Histogram("mlops_gateway_request_seconds", "Whole request time in the gateway",
-                                         ["pipeline", "status"], buckets=LATENCY_BUCKETS, registry=r)
-        self.score = Histogram("mlops_gateway_score", "Predicted score per row", ["pipeline", "version", "route"],
-                               buckets=SCORE_BUCKETS, registry=r)
+        self.requests = Counter(
+            "mlops_gateway_requests",
+            "Requests answered, per route group",
+            ["pipeline", "version", "route", "status"],
+            registry=r,
+        )
+        self.errors = Counter(
+            "mlops_gateway_errors", "Failed requests by kind", ["pipeline", "version", "route", "kind"], registry=r
+        )
+        self.latency = Histogram(
+            "mlops_gateway_latency_seconds",
+            "Model time of a request's rows",
+            ["pipeline", "version", "route"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.request_seconds = Histogram(
+            "mlops_gateway_request_seconds",
+            "Whole request time in the gateway",
+            ["pipeline", "status"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.score = Histogram(
+            "mlops_gateway_score",
+            "Predicted score per row",
+            ["pipeline", "version", "route"],
+            buckets=SCORE_BUCKETS,
+            registry=r,
+        )
         self.rows = Counter("mlops_gateway_rows", "Rows predicted", ["pipeline", "version", "route"], registry=r)
-        self.weight = Gauge("mlops_gateway_canary_weight", "Share of traffic routed to the canary", ["pipeline"],
-                            registry=r)
-        self.version = Gauge("mlops_gateway_model_version", "Version serving each route (0: none)",
-                             ["pipeline", "route"], registry=r)
-        self.log_rows = Counter("mlops_gateway_log_rows_written", "Rows written to the object store", ["log"],
-                                registry=r)
+        self.weight = Gauge(
+            "mlops_gateway_canary_weight", "Share of traffic routed to the canary", ["pipeline"], registry=r
+        )
+        self.version = Gauge(
+            "mlops_gateway_model_version", "Version serving each route (0: none)", ["pipeline", "route"], registry=r
+        )
+        self.log_rows = Counter(
+            "mlops_gateway_log_rows_written", "Rows written to the object store", ["log"], registry=r
+        )
         self.log_errors = Counter("mlops_gateway_log_write_errors", "Failed part writes", ["log"], registry=r)
-        self.log_buffered = Gauge("mlops_gateway_log_buffered_rows", "Rows waiting to be written", ["log"],
-                                  registry=r)
+        self.log_buffered = Gauge("mlops_gateway_log_buffered_rows", "Rows waiting to be written", ["log"], registry=r)
         self.feedback = Counter("mlops_gateway_feedback", "Labels received", ["pipeline"], registry=r)
         self._children: dict[tuple, tuple] = {}
 
@@ -58,8 +80,10 @@ class Metrics:
         found = self._children.get(key)
         if found is None:
             found = self._children[key] = (
-                self.requests.labels(pipeline, version, route, "200"), self.latency.labels(*key),
-                self.score.labels(*key), self.rows.labels(*key),
+                self.requests.labels(pipeline, version, route, "200"),
+                self.latency.labels(*key),
+                self.score.labels(*key),
+                self.rows.labels(*key),
             )
         return found
 

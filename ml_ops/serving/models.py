@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from ml_ops.config import ConfigError, Pipeline, load_pipeline, pipeline_files
-from ml_ops.deployment import read_state
+from ml_ops.rollout.deployment import read_state
 from ml_ops.serving.routing import CANARY, CHAMPION
 from ml_ops.serving.runner import ModelRunner
 from ml_ops.serving.schema import InputSchema
@@ -88,7 +88,7 @@ class LoadedModel:
         return _scores(self._predict(frame), n)
 
     def use_fast_path(self) -> str:
-        """Score with ``ml_ops.serving.fastpath`` when this is a model ``ml_ops.train`` logged and the
+        """Score with ``ml_ops.serving.fastpath`` when this is a model ``ml_ops.pipeline.train`` logged and the
         numpy scorer gives its scores on check rows (the input example, a made-up row, a row of missing
         values); returns what was decided, for the load log line."""
         from ml_ops.serving.fastpath import compile_pipeline, verified
@@ -97,7 +97,7 @@ class LoadedModel:
         python_model = unwrap() if callable(unwrap) else None
         # by class name: train pickles ScoreModel by value; a test's VariantModel (faults) must keep its path
         if type(python_model).__name__ != "ScoreModel" or self.schema is None:
-            return "pipeline predict (not an ml_ops.train model)"
+            return "pipeline predict (not an ml_ops.pipeline.train model)"
         fast = compile_pipeline(getattr(python_model, "pipeline", None))
         if fast is None:
             return "pipeline predict (steps the numpy scorer does not know)"
@@ -106,12 +106,20 @@ class LoadedModel:
         if example is not None and hasattr(example, "columns"):
             from ml_ops.serving.schema import Table, convert
 
-            rows.append(convert(Table(list(example.columns), {c: example[c].tolist() for c in example.columns},
-                                      len(example)), self.schema))
+            rows.append(
+                convert(
+                    Table(list(example.columns), {c: example[c].tolist() for c in example.columns}, len(example)),
+                    self.schema,
+                )
+            )
         why = verified(fast, self._pipeline_score, rows)
         if why:
-            log.warning("%s v%s: numpy scorer differs from the pipeline (%s): serving the pipeline",
-                        self.pipeline, self.version, why)
+            log.warning(
+                "%s v%s: numpy scorer differs from the pipeline (%s): serving the pipeline",
+                self.pipeline,
+                self.version,
+                why,
+            )
             return "pipeline predict (numpy scorer did not match)"
         self._fast, self.scorer = fast, "numpy"
         return "numpy scorer (checked against the pipeline)"
@@ -120,8 +128,10 @@ class LoadedModel:
         fill = {"double": 0.0, "float": 0.0, "long": 0, "integer": 0, "boolean": False, "string": "warm-up"}
         if missing:
             fill = {**fill, "double": np.nan, "float": np.nan, "string": None}
-        return {c.name: np.array([fill.get(c.kind)], dtype=object if c.kind == "string" else None)
-                for c in self.schema.columns}
+        return {
+            c.name: np.array([fill.get(c.kind)], dtype=object if c.kind == "string" else None)
+            for c in self.schema.columns
+        }
 
     def warm_up(self) -> None:
         """One prediction on a made-up row: the first call of a scikit-learn model is slow, and a model
@@ -132,8 +142,9 @@ class LoadedModel:
         try:
             self.score(self._made_up_row(), 1)
         except Exception as exc:  # noqa: BLE001
-            log.warning("%s v%s: warm-up prediction failed: %s: %s", self.pipeline, self.version,
-                        type(exc).__name__, exc)
+            log.warning(
+                "%s v%s: warm-up prediction failed: %s: %s", self.pipeline, self.version, type(exc).__name__, exc
+            )
 
     def close(self) -> None:
         if self.path:
@@ -164,7 +175,7 @@ class Deployment:
 
     @cached_property
     def fallback_schema(self) -> InputSchema:
-        from ml_ops.steps import model_columns
+        from ml_ops.pipeline.steps import model_columns
 
         return InputSchema.from_columns(*model_columns(self.cfg))
 
@@ -200,13 +211,24 @@ class Deployment:
 
     def status(self) -> dict:
         def side(resolved, loaded):
-            return {"version": resolved, "serving": loaded.version if loaded else None,
-                    "loaded": bool(loaded) and loaded.version == resolved,
-                    "variant": (loaded.tags.get("variant") if loaded else None),
-                    "scorer": (loaded.scorer if loaded else None)}
+            return {
+                "version": resolved,
+                "serving": loaded.version if loaded else None,
+                "loaded": bool(loaded) and loaded.version == resolved,
+                "variant": (loaded.tags.get("variant") if loaded else None),
+                "scorer": (loaded.scorer if loaded else None),
+            }
 
-        keep = ("status", "canary_version", "champion_version", "canary_weight", "step", "run_id", "updated_at",
-                "reason")
+        keep = (
+            "status",
+            "canary_version",
+            "champion_version",
+            "canary_weight",
+            "step",
+            "run_id",
+            "updated_at",
+            "reason",
+        )
         inputs = (self.champion.schema or self.fallback_schema) if self.champion else self.fallback_schema
         return {
             "pipeline": self.name,
@@ -268,7 +290,10 @@ class ModelResolver:
 
     def ready(self) -> tuple[bool, str]:
         if self.polls == 0:
-            return False, f"first resolution of the models not finished{f' ({self.last_error})' if self.last_error else ''}"
+            return (
+                False,
+                f"first resolution of the models not finished{f' ({self.last_error})' if self.last_error else ''}",
+            )
         if not self._deployments:
             return False, "no pipelines: no valid YAML under include/pipelines"
         waiting = [why for d in self._deployments.values() for ok, why in [d.ready()] if not ok]
@@ -321,8 +346,9 @@ class ModelResolver:
                     why = f"cannot resolve {cfg.name}: {type(exc).__name__}: {exc}"
                     log.error(why)
                     self.last_error = why
-                    deployment = replace(previous or Deployment(cfg, resolved=False), cfg=cfg, errors=(why,),
-                                         polled_at=_now())
+                    deployment = replace(
+                        previous or Deployment(cfg, resolved=False), cfg=cfg, errors=(why,), polled_at=_now()
+                    )
                 self._deployments = {**self._deployments, cfg.name: deployment}  # atomic swap
             if seen != set(self._deployments):
                 self._deployments = {k: v for k, v in self._deployments.items() if k in seen}
@@ -357,19 +383,33 @@ class ModelResolver:
         matches = canary_v is not None and state_v is not None and int(state_v) == canary_v
         weight = want if (matches and canary is not None) else 0.0
         if want > 0 and not matches:
-            errors.append(f"state asks {want:.0%} for canary v{state_v} but the canary alias is "
-                          f"{'unset' if canary_v is None else f'v{canary_v}'}: all traffic on the champion")
+            errors.append(
+                f"state asks {want:.0%} for canary v{state_v} but the canary alias is "
+                f"{'unset' if canary_v is None else f'v{canary_v}'}: all traffic on the champion"
+            )
         deployment = Deployment(cfg, champion, canary, weight, champion_v, canary_v, state, tuple(errors), _now())
         if previous is None or self._changed(previous, deployment):
-            log.info("%s: champion v%s (serving v%s), canary v%s at %.0f%%%s", cfg.name, champion_v,
-                     champion.version if champion else None, canary_v, weight * 100,
-                     f" [{'; '.join(errors)}]" if errors else "")
+            log.info(
+                "%s: champion v%s (serving v%s), canary v%s at %.0f%%%s",
+                cfg.name,
+                champion_v,
+                champion.version if champion else None,
+                canary_v,
+                weight * 100,
+                f" [{'; '.join(errors)}]" if errors else "",
+            )
         return deployment, loaded
 
     @staticmethod
     def _changed(a: Deployment, b: Deployment) -> bool:
         return (a.champion, a.canary, a.weight, a.champion_version, a.canary_version, a.errors) != (
-            b.champion, b.canary, b.weight, b.champion_version, b.canary_version, b.errors)
+            b.champion,
+            b.canary,
+            b.weight,
+            b.champion_version,
+            b.canary_version,
+            b.errors,
+        )
 
     # ---- the version cache ----------------------------------------------------------------------------
     def _model(self, name: str, version: int, errors: list[str]) -> tuple[LoadedModel | None, bool]:
@@ -402,18 +442,30 @@ class ModelResolver:
                 tags = dict(self.client.get_model_version(name, str(version)).tags)
             except Exception:  # noqa: BLE001 - tags are only informative
                 tags = {}
-            model = LoadedModel(name, version, pyfunc, InputSchema.from_mlflow(pyfunc.metadata.get_input_schema()),
-                                path, tags)
+            model = LoadedModel(
+                name, version, pyfunc, InputSchema.from_mlflow(pyfunc.metadata.get_input_schema()), path, tags
+            )
         except BaseException:
             shutil.rmtree(path, ignore_errors=True)
             raise
-        model.runner = ModelRunner(model.score, name=f"{name}-v{version}", max_rows=self.settings.batch_rows,
-                                   threads=self.settings.model_threads, inline=self.settings.predict_inline)
+        model.runner = ModelRunner(
+            model.score,
+            name=f"{name}-v{version}",
+            max_rows=self.settings.batch_rows,
+            threads=self.settings.model_threads,
+            inline=self.settings.predict_inline,
+        )
         scorer = model.use_fast_path() if self.settings.fast_path else "pipeline predict (MLOPS_GATEWAY_FAST_PATH=0)"
         model.warm_up()
         model.load_seconds = time.perf_counter() - t0
-        log.info("%s v%s loaded in %.1fs, scored by %s%s", name, version, model.load_seconds, scorer,
-                 f" (variant: {tags['variant']})" if tags.get("variant") else "")
+        log.info(
+            "%s v%s loaded in %.1fs, scored by %s%s",
+            name,
+            version,
+            model.load_seconds,
+            scorer,
+            f" (variant: {tags['variant']})" if tags.get("variant") else "",
+        )
         return model
 
     def _evict(self) -> None:

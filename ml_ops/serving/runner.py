@@ -49,8 +49,15 @@ def _deliver(item: _Item, result=None, error: BaseException | None = None) -> No
 
 
 class ModelRunner:
-    def __init__(self, score: Callable[[dict[str, np.ndarray], int], np.ndarray], *, name: str,
-                 max_rows: int = 256, threads: int | None = 1, inline: bool = False):
+    def __init__(
+        self,
+        score: Callable[[dict[str, np.ndarray], int], np.ndarray],
+        *,
+        name: str,
+        max_rows: int = 256,
+        threads: int | None = 1,
+        inline: bool = False,
+    ):
         self.score, self.name, self.max_rows, self.threads = score, name, max_rows, threads
         self.inline = inline  # predict on the event loop itself (no thread hand-off, no batching)
         self._queue: queue.SimpleQueue[_Item] = queue.SimpleQueue()
@@ -134,5 +141,5 @@ class ModelRunner:
         self.batched_requests += len(batch)
         start = 0
         for item in batch:
-            _deliver(item, (scores[start: start + item.n], seconds, cpu_seconds))
+            _deliver(item, (scores[start : start + item.n], seconds, cpu_seconds))
             start += item.n

@@ -61,8 +61,9 @@ def _records(rows, where: str) -> Table:
     columns: dict[str, None] = {}
     for i, rec in enumerate(rows):
         if not isinstance(rec, dict):
-            raise RequestError(400, f"{where}[{i}] must be an object mapping column names to values, "
-                                    f"got {type(rec).__name__}")
+            raise RequestError(
+                400, f"{where}[{i}] must be an object mapping column names to values, got {type(rec).__name__}"
+            )
         if len(rec) != len(columns) or any(k not in columns for k in rec):
             columns.update(dict.fromkeys(rec))
     names = list(columns)
@@ -100,16 +101,17 @@ def _split(obj, where: str = "dataframe_split") -> Table:
         if not isinstance(row, list) or len(row) != width:
             got = f"{len(row)} values" if isinstance(row, list) else type(row).__name__
             raise RequestError(400, f"{where}.data[{i}] has {got}; expected a list of {width} (one per column)")
-    cols = list(zip(*data)) if data else [()] * width
-    return Table(list(columns), {c: list(v) for c, v in zip(columns, cols)}, len(data))
+    cols = list(zip(*data, strict=False)) if data else [()] * width
+    return Table(list(columns), {c: list(v) for c, v in zip(columns, cols, strict=False)}, len(data))
 
 
 def table_from_payload(payload: dict) -> Table:
     given = [k for k in FORMATS if k in payload]
     unknown = sorted(set(payload) - set(FORMATS) - {"params"})
     if unknown:
-        raise RequestError(400, f"unknown key(s) {unknown} in the body; expected one of {list(FORMATS)} "
-                                "(and optional 'params')")
+        raise RequestError(
+            400, f"unknown key(s) {unknown} in the body; expected one of {list(FORMATS)} (and optional 'params')"
+        )
     if len(given) != 1:
         what = "none" if not given else f"{given}"
         raise RequestError(400, f"the body must have exactly one of {list(FORMATS)}; it has {what}")
@@ -122,8 +124,11 @@ def table_from_payload(payload: dict) -> Table:
     if isinstance(value, dict):  # columnar instances/inputs
         return _columnar(value, key)
     if isinstance(value, list) and value and not isinstance(value[0], dict):
-        raise RequestError(400, f"{key} must name the columns: a list of objects (one per row) or an object of "
-                                "column lists; this model's signature is column-based")
+        raise RequestError(
+            400,
+            f"{key} must name the columns: a list of objects (one per row) or an object of "
+            "column lists; this model's signature is column-based",
+        )
     return _records(value, key)
 
 
@@ -174,7 +179,9 @@ class InputSchema:
         cols = []
         for spec in schema.inputs:
             kind = getattr(getattr(spec, "type", None), "name", None) or "any"
-            cols.append(Column(spec.name, kind if isinstance(kind, str) else "any", bool(getattr(spec, "required", True))))
+            cols.append(
+                Column(spec.name, kind if isinstance(kind, str) else "any", bool(getattr(spec, "required", True)))
+            )
         return cls(tuple(cols))
 
     @classmethod

@@ -1,7 +1,7 @@
 """One request's life in the gateway: choose the pipeline's deployment, parse and validate the rows,
 route each row (sticky), predict per route, log every row, count it. HTTP-free (``app.py`` maps it).
 
-Serving-log rows carry ``ml_ops.deployment.LOG_COLUMNS`` plus the model's input columns (typed as the
+Serving-log rows carry ``ml_ops.rollout.deployment.LOG_COLUMNS`` plus the model's input columns (typed as the
 signature says) and the routing key / id columns when sent. Failed requests are logged too: a model
 error as one row per input row (score NaN, ``error`` set); a request refused before a model was chosen
 (bad body, no champion) as a single row with ``version``/``route`` null.
@@ -18,7 +18,7 @@ from datetime import datetime, timezone
 
 import numpy as np
 
-from ml_ops.deployment import FEEDBACK_COLUMNS, LOG_COLUMNS, feedback_prefix, serving_logs_prefix
+from ml_ops.rollout.deployment import FEEDBACK_COLUMNS, LOG_COLUMNS, feedback_prefix, serving_logs_prefix
 from ml_ops.serving.errors import RequestError
 from ml_ops.serving.logbuffer import PartitionedLog
 from ml_ops.serving.metrics import Metrics
@@ -29,9 +29,18 @@ from ml_ops.serving.settings import Settings
 
 log = logging.getLogger("ml_ops.serving")
 
-LOG_DTYPES = {"request_id": "object", "row": "int64", "ts": "datetime64[ns, UTC]", "version": "Int64",
-              "route": "object", "routing_key": "object", "latency_ms": "float64", "model_cpu_ms": "float64",
-              "score": "float64", "error": "object"}
+LOG_DTYPES = {
+    "request_id": "object",
+    "row": "int64",
+    "ts": "datetime64[ns, UTC]",
+    "version": "Int64",
+    "route": "object",
+    "routing_key": "object",
+    "latency_ms": "float64",
+    "model_cpu_ms": "float64",
+    "score": "float64",
+    "error": "object",
+}
 FEEDBACK_DTYPES = {"request_id": "object", "row": "int64", "label": "int64", "ts": "datetime64[ns, UTC]"}
 assert tuple(LOG_DTYPES) == LOG_COLUMNS and tuple(FEEDBACK_DTYPES) == FEEDBACK_COLUMNS
 MAX_LABELS = 10_000
@@ -53,12 +62,22 @@ class Gateway:
         self.resolver = resolver or ModelResolver(settings, store)
         m = self.metrics
         common = {"flush_rows": settings.flush_rows, "flush_seconds": settings.flush_seconds}
-        self.logs = PartitionedLog(store, name="predictions", base_dtypes=LOG_DTYPES, **common,
-                                   on_write=lambda uri, n: m.log_rows.labels("predictions").inc(n),
-                                   on_error=lambda name, exc: m.log_errors.labels("predictions").inc())
-        self.labels = PartitionedLog(store, name="feedback", base_dtypes=FEEDBACK_DTYPES, **common,
-                                     on_write=lambda uri, n: m.log_rows.labels("feedback").inc(n),
-                                     on_error=lambda name, exc: m.log_errors.labels("feedback").inc())
+        self.logs = PartitionedLog(
+            store,
+            name="predictions",
+            base_dtypes=LOG_DTYPES,
+            **common,
+            on_write=lambda uri, n: m.log_rows.labels("predictions").inc(n),
+            on_error=lambda name, exc: m.log_errors.labels("predictions").inc(),
+        )
+        self.labels = PartitionedLog(
+            store,
+            name="feedback",
+            base_dtypes=FEEDBACK_DTYPES,
+            **common,
+            on_write=lambda uri, n: m.log_rows.labels("feedback").inc(n),
+            on_error=lambda name, exc: m.log_errors.labels("feedback").inc(),
+        )
 
     # ---- lifecycle ------------------------------------------------------------------------------------
     def start(self) -> None:
@@ -70,8 +89,11 @@ class Gateway:
         """Stop polling and write every buffered row (shutdown)."""
         self.resolver.stop()
         written = {"predictions": self.logs.close(), "feedback": self.labels.close()}
-        log.info("gateway stopped; final flush wrote %d prediction and %d feedback part(s)",
-                 len(written["predictions"]), len(written["feedback"]))
+        log.info(
+            "gateway stopped; final flush wrote %d prediction and %d feedback part(s)",
+            len(written["predictions"]),
+            len(written["feedback"]),
+        )
         return written
 
     def flush(self) -> dict[str, list[str]]:
@@ -86,8 +108,11 @@ class Gateway:
             return self.settings.default_pipeline
         if len(names) == 1:
             return names[0]
-        raise RequestError(400, f"no pipeline chosen: send header X-Pipeline, ?pipeline= or POST "
-                                f"/pipelines/<name>/invocations (known: {names})")
+        raise RequestError(
+            400,
+            f"no pipeline chosen: send header X-Pipeline, ?pipeline= or POST "
+            f"/pipelines/<name>/invocations (known: {names})",
+        )
 
     def deployment(self, name: str) -> Deployment:
         found = self.resolver.get(name)
@@ -109,8 +134,10 @@ class Gateway:
                 if not dep.resolved:
                     why = f"pipeline {name!r} is not available yet: {'; '.join(dep.errors)}"
                 elif dep.champion_version is None:
-                    why = (f"pipeline {name!r} has no champion model yet: no version of registered model "
-                           f"{name!r} holds the alias 'champion'")
+                    why = (
+                        f"pipeline {name!r} has no champion model yet: no version of registered model "
+                        f"{name!r} holds the alias 'champion'"
+                    )
                 else:
                     why = f"pipeline {name!r}: champion v{dep.champion_version} is not loaded ({'; '.join(dep.errors) or 'loading'})"
                 raise RequestError(503, why, kind="unavailable")
@@ -119,8 +146,11 @@ class Gateway:
                 raise RequestError(422, "empty batch: the request has no rows")
             limit = cfg.serving.max_batch_rows
             if table.n > limit:
-                raise RequestError(413, f"{table.n} rows in one request; pipeline {name!r} takes at most {limit} "
-                                        "(serving.max_batch_rows)", kind="too_large")
+                raise RequestError(
+                    413,
+                    f"{table.n} rows in one request; pipeline {name!r} takes at most {limit} (serving.max_batch_rows)",
+                    kind="too_large",
+                )
             schemas = dep.schemas
             if schemas:
                 check_columns(table, schemas, dep.extra_columns, f"{name} v{dep.champion.version}")
@@ -146,13 +176,14 @@ class Gateway:
             self.metrics.request_seconds.labels(name, str(err.status)).observe(time.perf_counter() - t0)
             raise
 
-        outcomes = await asyncio.gather(*(m.runner.predict(typed, len(rows)) for _, rows, m, typed in plan),
-                                        return_exceptions=True)
+        outcomes = await asyncio.gather(
+            *(m.runner.predict(typed, len(rows)) for _, rows, m, typed in plan), return_exceptions=True
+        )
         n = table.n
         scores = np.full(n, np.nan)
         versions: list[int | None] = [None] * n
         failure: tuple[str, LoadedModel, BaseException] | None = None
-        for (route, rows, model, typed), outcome in zip(plan, outcomes):
+        for (route, rows, model, typed), outcome in zip(plan, outcomes, strict=False):
             idx = np.asarray(rows)
             for i in rows:
                 versions[i] = model.version
@@ -168,27 +199,60 @@ class Gateway:
             group_scores, seconds, cpu_seconds = outcome
             scores[idx] = group_scores
             self.metrics.predicted(name, model.version, route, len(rows), seconds, group_scores)
-            self._log_rows(dep, ts, request_id, rows, model, route, keys, typed, table, group_scores,
-                           seconds * 1000.0, cpu_seconds * 1000.0, None)
+            self._log_rows(
+                dep,
+                ts,
+                request_id,
+                rows,
+                model,
+                route,
+                keys,
+                typed,
+                table,
+                group_scores,
+                seconds * 1000.0,
+                cpu_seconds * 1000.0,
+                None,
+            )
         status = 500 if failure else 200
         self.metrics.request_seconds.labels(name, str(status)).observe(time.perf_counter() - t0)
         if failure:
             route, model, exc = failure
-            raise RequestError(500, f"model {name} v{model.version} ({route}) failed: {type(exc).__name__}: {exc}",
-                               kind="model")
+            raise RequestError(
+                500, f"model {name} v{model.version} ({route}) failed: {type(exc).__name__}: {exc}", kind="model"
+            )
         predictions = [None if math.isnan(s) else s for s in scores.tolist()]  # NaN is not JSON
         return {"predictions": predictions, "versions": versions, "routes": routes, "request_id": request_id}
 
-    def _log_rows(self, dep: Deployment, ts: datetime, request_id: str, rows: list[int], model: LoadedModel,
-                  route: str, keys: list[str], typed: dict, table, scores, latency_ms, cpu_ms, error) -> None:
+    def _log_rows(
+        self,
+        dep: Deployment,
+        ts: datetime,
+        request_id: str,
+        rows: list[int],
+        model: LoadedModel,
+        route: str,
+        keys: list[str],
+        typed: dict,
+        table,
+        scores,
+        latency_ms,
+        cpu_ms,
+        error,
+    ) -> None:
         n = len(rows)
         whole = n == table.n
         columns = {
-            "request_id": request_id, "row": rows, "ts": ts, "version": model.version, "route": route,
+            "request_id": request_id,
+            "row": rows,
+            "ts": ts,
+            "version": model.version,
+            "route": route,
             "routing_key": keys if whole else [keys[i] for i in rows],
             "latency_ms": latency_ms if latency_ms is not None else np.nan,
             "model_cpu_ms": cpu_ms if cpu_ms is not None else np.nan,
-            "score": scores if scores is not None else np.nan, "error": error,
+            "score": scores if scores is not None else np.nan,
+            "error": error,
         }
         columns.update(typed)
         for c in dep.extra_columns:
@@ -197,12 +261,22 @@ class Gateway:
                 columns[c] = _text(values if whole else [values[i] for i in rows])
         self.logs.append(serving_logs_prefix(dep.cfg), ts, n, columns, dep.log_dtypes)
 
-    def _log_refused(self, dep: Deployment, ts: datetime, request_id: str, err: RequestError,
-                     routing_header: str | None) -> None:
+    def _log_refused(
+        self, dep: Deployment, ts: datetime, request_id: str, err: RequestError, routing_header: str | None
+    ) -> None:
         self.metrics.failed(dep.name, None, None, err.kind, err.status)
-        columns = {"request_id": request_id, "row": 0, "ts": ts, "version": None, "route": None,
-                   "routing_key": routing_header or request_id, "latency_ms": np.nan, "model_cpu_ms": np.nan, "score": np.nan,
-                   "error": f"{err.status}: {err.message}"}
+        columns = {
+            "request_id": request_id,
+            "row": 0,
+            "ts": ts,
+            "version": None,
+            "route": None,
+            "routing_key": routing_header or request_id,
+            "latency_ms": np.nan,
+            "model_cpu_ms": np.nan,
+            "score": np.nan,
+            "error": f"{err.status}: {err.message}",
+        }
         self.logs.append(serving_logs_prefix(dep.cfg), ts, 1, columns, dep.log_dtypes)
 
     # ---- feedback -------------------------------------------------------------------------------------
@@ -238,8 +312,9 @@ class Gateway:
             rows.append(row)
             labels.append(int(label))
         ts = datetime.now(timezone.utc)
-        self.labels.append(feedback_prefix(dep.cfg), ts, len(ids),
-                           {"request_id": ids, "row": rows, "label": labels, "ts": ts})
+        self.labels.append(
+            feedback_prefix(dep.cfg), ts, len(ids), {"request_id": ids, "row": rows, "label": labels, "ts": ts}
+        )
         self.metrics.feedback.labels(dep.name).inc(len(ids))
         return {"accepted": len(ids), "pipeline": dep.name}
 

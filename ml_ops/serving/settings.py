@@ -1,26 +1,26 @@
 """Gateway settings from the environment (read once at start).
 
-    MLOPS_GATEWAY_HOST              bind address (default 127.0.0.1; 0.0.0.0 in a container)
-    MLOPS_GATEWAY_PORT              port (default 8000)
-    MLOPS_GATEWAY_TOKEN             bearer token of the admin routes and of pipelines with serving.require_token
-                                    (unset: admin routes refuse every call)
-    MLOPS_GATEWAY_POLL_SECONDS      how often aliases and deployment state are re-read (default 5)
-    MLOPS_GATEWAY_FLUSH_ROWS        buffered log rows that trigger a write (default 5000)
-    MLOPS_GATEWAY_FLUSH_SECONDS     longest time a logged row waits before it is written (default 10)
-    MLOPS_GATEWAY_MAX_BODY_BYTES    largest request body (default 1 MiB; more gets 413)
-    MLOPS_GATEWAY_DEFAULT_PIPELINE  pipeline of /invocations without X-Pipeline or ?pipeline= (default: the only one)
-    MLOPS_GATEWAY_MODEL_THREADS     BLAS/OpenMP threads per prediction (default 1: one-row predictions only lose
-                                    from thread fan-out, and the gateway shares its cores)
-    MLOPS_GATEWAY_BATCH_ROWS        most rows of concurrent requests one model call may join (default 256)
-    MLOPS_GATEWAY_CACHE_VERSIONS    loaded versions kept per pipeline besides the ones in use (default 2)
-    MLOPS_GATEWAY_PREDICT           thread (default: each model version predicts in its own thread, batching
-                                    concurrent requests) | inline (on the event loop: no hand-off, but a slow
-                                    model then stalls every request)
-    MLOPS_GATEWAY_SWITCH_INTERVAL_MS  GIL switch interval of the process (default 0.5; Python's is 5)
-    MLOPS_GATEWAY_ACCESS_LOG        1 = uvicorn access log (default off: it costs ~10% at high rates)
-    MLFLOW_TRACKING_URI             where aliases and models come from
-    MLOPS_S3_ENDPOINT, AWS_*        object store of the deployment state and the logs (ml_ops.storage.store_from_env)
-    MLOPS_BUCKET, MLOPS_INCLUDE_DIR as for the pipelines (which YAMLs exist, which bucket they use)
+MLOPS_GATEWAY_HOST              bind address (default 127.0.0.1; 0.0.0.0 in a container)
+MLOPS_GATEWAY_PORT              port (default 8000)
+MLOPS_GATEWAY_TOKEN             bearer token of the admin routes and of pipelines with serving.require_token
+                                (unset: admin routes refuse every call)
+MLOPS_GATEWAY_POLL_SECONDS      how often aliases and deployment state are re-read (default 5)
+MLOPS_GATEWAY_FLUSH_ROWS        buffered log rows that trigger a write (default 5000)
+MLOPS_GATEWAY_FLUSH_SECONDS     longest time a logged row waits before it is written (default 10)
+MLOPS_GATEWAY_MAX_BODY_BYTES    largest request body (default 1 MiB; more gets 413)
+MLOPS_GATEWAY_DEFAULT_PIPELINE  pipeline of /invocations without X-Pipeline or ?pipeline= (default: the only one)
+MLOPS_GATEWAY_MODEL_THREADS     BLAS/OpenMP threads per prediction (default 1: one-row predictions only lose
+                                from thread fan-out, and the gateway shares its cores)
+MLOPS_GATEWAY_BATCH_ROWS        most rows of concurrent requests one model call may join (default 256)
+MLOPS_GATEWAY_CACHE_VERSIONS    loaded versions kept per pipeline besides the ones in use (default 2)
+MLOPS_GATEWAY_PREDICT           thread (default: each model version predicts in its own thread, batching
+                                concurrent requests) | inline (on the event loop: no hand-off, but a slow
+                                model then stalls every request)
+MLOPS_GATEWAY_SWITCH_INTERVAL_MS  GIL switch interval of the process (default 0.5; Python's is 5)
+MLOPS_GATEWAY_ACCESS_LOG        1 = uvicorn access log (default off: it costs ~10% at high rates)
+MLFLOW_TRACKING_URI             where aliases and models come from
+MLOPS_S3_ENDPOINT, AWS_*        object store of the deployment state and the logs (ml_ops.storage.store_from_env)
+MLOPS_BUCKET, MLOPS_INCLUDE_DIR as for the pipelines (which YAMLs exist, which bucket they use)
 """
 
 from __future__ import annotations

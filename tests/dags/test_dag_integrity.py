@@ -22,8 +22,9 @@ def dagbag():
 
 def test_no_import_errors(dagbag):
     assert dagbag.import_errors == {}
-    assert {f"{p}_{kind}" for p in ("fraud", "tumors") for kind in ("training", "monitoring", "canary", "rollback")
-            } <= set(dagbag.dag_ids)
+    assert {
+        f"{p}_{kind}" for p in ("fraud", "tumors") for kind in ("training", "monitoring", "canary", "rollback")
+    } <= set(dagbag.dag_ids)
 
 
 def test_every_dag_has_tags_doc_and_retries(dagbag):
@@ -42,8 +43,17 @@ def test_every_dag_has_tags_doc_and_retries(dagbag):
 
 def test_training_dag_shape(dagbag):
     dag = dagbag.dags["fraud_training"]
-    order = ["extract", "validate", "features", "train", "compare", "challenger_won", "promote", "new_canary",
-             "announce_canary"]
+    order = [
+        "extract",
+        "validate",
+        "features",
+        "train",
+        "compare",
+        "challenger_won",
+        "promote",
+        "new_canary",
+        "announce_canary",
+    ]
     for up, down in itertools.pairwise(order):
         assert down in dag.get_task(up).downstream_task_ids, f"{up} -> {down}"
     assert set(dag.params.keys()) >= {"data_date", "force_retrain"}
@@ -75,11 +85,13 @@ def test_dag_files_import_no_heavy_libraries():
         out = subprocess.run(
             [sys.executable, "-c", code % (str(REPO), str(path), HEAVY)], capture_output=True, text=True, check=False
         )
-        assert out.returncode == 0, f"{path.name} imports heavy modules at parse time: {out.stdout} {out.stderr[-2000:]}"
+        assert out.returncode == 0, (
+            f"{path.name} imports heavy modules at parse time: {out.stdout} {out.stderr[-2000:]}"
+        )
 
 
 def test_broken_yaml_is_left_out_not_fatal(tmp_path, caplog):
-    from ml_ops.dag_factory import build_all
+    from ml_ops.airflow.dag_factory import build_all
 
     good = REPO / "include" / "pipelines" / "tumors.yaml"
     bad = tmp_path / "broken.yaml"

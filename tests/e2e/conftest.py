@@ -69,8 +69,12 @@ def include_dir(tmp_path_factory):
     shutil.copytree(REPO / "include", target)
     fraud = target / "pipelines" / "fraud.yaml"
     text = fraud.read_text()
-    for old, new in (("window_days: 6", "window_days: 3"), ("holdout_days: 2", "holdout_days: 1"),
-                     ("label_delay_days: 2", "label_delay_days: 1"), ("min_rows: 1000", "min_rows: 500")):
+    for old, new in (
+        ("window_days: 6", "window_days: 3"),
+        ("holdout_days: 2", "holdout_days: 1"),
+        ("label_delay_days: 2", "label_delay_days: 1"),
+        ("min_rows: 1000", "min_rows: 500"),
+    ):
         assert old in text, old
         text = text.replace(old, new)
     fraud.write_text(text)
@@ -85,7 +89,7 @@ def stack(inbox, include_dir):
 
 @pytest.fixture(scope="package")
 def airflow(stack):
-    from ml_ops.airflow_client import AirflowClient
+    from ml_ops.local.airflow_client import AirflowClient
 
     return AirflowClient(stack.airflow_url, stack.admin_user, stack.admin_password)
 

@@ -15,7 +15,12 @@ def run_day(airflow, dag_id: str, day: date, conf: dict | None = None, timeout: 
     airflow.wait_for_dag(dag_id, timeout=180)
     airflow.unpause(dag_id)
     logical = datetime(day.year, day.month, day.day, tzinfo=timezone.utc)
-    run_id = airflow.trigger(dag_id, logical_date=logical, conf=conf or {}, run_id=f"e2e__{day.isoformat()}__{datetime.now().timestamp():.0f}")
+    run_id = airflow.trigger(
+        dag_id,
+        logical_date=logical,
+        conf=conf or {},
+        run_id=f"e2e__{day.isoformat()}__{datetime.now().timestamp():.0f}",
+    )
     state = airflow.wait_for_run(dag_id, run_id, timeout=timeout)
     tasks = {t["task_id"]: t["state"] for t in airflow.task_instances(dag_id, run_id)}
     return {"run_id": run_id, "state": state, "tasks": tasks}
@@ -34,7 +39,7 @@ def source_counts(db_url: str, table: str, ts_column: str) -> dict[str, int]:
 def running_stack(inbox, extra_env: dict, *, prefix: str = "mlops-e2e-"):
     """A Stack in a temporary MLOPS_HOME on free ports, alerts wired to ``inbox``; stopped and the
     environment restored afterwards (the home is kept with MLOPS_KEEP_E2E_HOME=1)."""
-    from ml_ops.stack import Stack
+    from ml_ops.local.stack import Stack
 
     home = Path(tempfile.mkdtemp(prefix=prefix))
     env = {
@@ -44,10 +49,14 @@ def running_stack(inbox, extra_env: dict, *, prefix: str = "mlops-e2e-"):
         "MLOPS_MLFLOW_PORT": str(free_port()),
         "MLOPS_S3_PORT": str(free_port()),
         "MLOPS_GATEWAY_PORT": str(free_port()),
-        "AIRFLOW_CONN_SMTP_DEFAULT": json.dumps({
-            "conn_type": "smtp", "host": "127.0.0.1", "port": inbox.smtp_port,
-            "extra": {"disable_ssl": True, "disable_tls": True, "from_email": "airflow@example.com"},
-        }),
+        "AIRFLOW_CONN_SMTP_DEFAULT": json.dumps(
+            {
+                "conn_type": "smtp",
+                "host": "127.0.0.1",
+                "port": inbox.smtp_port,
+                "extra": {"disable_ssl": True, "disable_tls": True, "from_email": "airflow@example.com"},
+            }
+        ),
         "AIRFLOW_CONN_SLACK_ALERTS": json.dumps({"conn_type": "slackwebhook", "password": inbox.slack_url}),
         **extra_env,
     }

@@ -32,19 +32,23 @@ def world(inbox, include_dir):
     its S3, and two real models: v1 (champion) and v2 (the same estimator trained on twice the data)."""
     from mlflow import MlflowClient
 
-    from ml_ops.airflow_client import AirflowClient
     from ml_ops.config import load_pipeline_by_name
     from ml_ops.interval import DayInterval
-    from ml_ops.registry import promote
-    from ml_ops.sim import generate_transactions
-    from ml_ops.steps import features_step, model_columns, uri
+    from ml_ops.local.airflow_client import AirflowClient
+    from ml_ops.local.sim import generate_transactions
+    from ml_ops.pipeline.registry import promote
+    from ml_ops.pipeline.steps import features_step, model_columns, uri
+    from ml_ops.pipeline.train import train_and_register
     from ml_ops.storage import ObjectStore
-    from ml_ops.train import train_and_register
 
     # Fast path off: the fault-injection variants are scored by their own predict, so the champion must be
     # too, or every variant would also differ by the numpy scorer's lower CPU time (a latency failure).
-    env = {"MLOPS_INCLUDE_DIR": str(include_dir), "MLOPS_GATEWAY_POLL_SECONDS": "1",
-           "MLOPS_GATEWAY_FLUSH_SECONDS": "2", "MLOPS_GATEWAY_FAST_PATH": "0"}
+    env = {
+        "MLOPS_INCLUDE_DIR": str(include_dir),
+        "MLOPS_GATEWAY_POLL_SECONDS": "1",
+        "MLOPS_GATEWAY_FLUSH_SECONDS": "2",
+        "MLOPS_GATEWAY_FAST_PATH": "0",
+    }
     with running_stack(inbox, env, prefix="mlops-e2e-canary-") as stack:
         cfg = load_pipeline_by_name("fraud")
         store = ObjectStore(stack.s3_client())
@@ -62,10 +66,18 @@ def world(inbox, include_dir):
         # challenger 17 % slower, which the judge rightly rolled back), the challenger trained on more data.
         for name, train in (("champion", frames[0]), ("challenger", pd.concat(frames[:2], ignore_index=True))):
             versions[name] = train_and_register(
-                train, holdout, tracking_uri=stack.mlflow_url, experiment=cfg.name, model_name=cfg.name,
-                target=cfg.target.column, numeric=numeric, categorical=categorical,
-                estimator="sklearn.ensemble.HistGradientBoostingClassifier", params={"max_iter": 60, "random_state": 0},
-                data_uris={"train": [], "holdout": []}, tags={"pipeline": cfg.name, "variant": name},
+                train,
+                holdout,
+                tracking_uri=stack.mlflow_url,
+                experiment=cfg.name,
+                model_name=cfg.name,
+                target=cfg.target.column,
+                numeric=numeric,
+                categorical=categorical,
+                estimator="sklearn.ensemble.HistGradientBoostingClassifier",
+                params={"max_iter": 60, "random_state": 0},
+                data_uris={"train": [], "holdout": []},
+                tags={"pipeline": cfg.name, "variant": name},
             ).version
         client = MlflowClient(stack.mlflow_url)
         promote(client, cfg.name, versions["champion"], reason="e2e: first champion")
@@ -86,8 +98,11 @@ def _gateway_pipeline(stack, name: str = "fraud") -> dict:
     """What the gateway serves now: loaded champion/canary versions and the weight it routes with."""
     status = _get(f"{stack.gateway_url}/pipelines")["pipelines"][name]
     loaded = {side: status[side]["serving"] if status[side]["loaded"] else None for side in ("champion", "canary")}
-    return {"champion_version": loaded["champion"], "canary_version": loaded["canary"],
-            "canary_weight": status["effective_weight"]}
+    return {
+        "champion_version": loaded["champion"],
+        "canary_version": loaded["canary"],
+        "canary_weight": status["effective_weight"],
+    }
 
 
 def _wait_gateway(stack, timeout: float = 120, **expected) -> dict:
@@ -110,13 +125,20 @@ def _wait_gateway_serves(stack, champion: int, timeout: float = 120) -> None:
 @contextmanager
 def replayed_traffic(world, rate: float = RATE):
     """The simulator's transactions replayed to the gateway in the background, labels posted 1 s later."""
-    from ml_ops.traffic import replay
+    from ml_ops.local.traffic import replay
 
     stop, result = threading.Event(), {}
 
     def run():
-        result["stats"] = replay(world["cfg"], world["store"], world["stack"].gateway_url, rate=rate,
-                                 duration=3600, label_delay=1.0, stop_event=stop)
+        result["stats"] = replay(
+            world["cfg"],
+            world["store"],
+            world["stack"].gateway_url,
+            rate=rate,
+            duration=3600,
+            label_delay=1.0,
+            stop_event=stop,
+        )
 
     thread = threading.Thread(target=run, daemon=True)
     thread.start()
@@ -136,8 +158,12 @@ def _run_canary(world, version: int, **overrides) -> tuple[str, str, dict]:
 
 def _serving_logs_since(world, since: pd.Timestamp) -> pd.DataFrame:
     stack, store = world["stack"], world["store"]
-    req = urllib.request.Request(f"{stack.gateway_url}/admin/flush", data=b"{}", method="POST",
-                                 headers={"Authorization": f"Bearer {stack.gateway_token}"})
+    req = urllib.request.Request(
+        f"{stack.gateway_url}/admin/flush",
+        data=b"{}",
+        method="POST",
+        headers={"Authorization": f"Bearer {stack.gateway_token}"},
+    )
     urllib.request.urlopen(req, timeout=30).read()
     parts = [u for u in store.list("s3://mlops/pipelines/fraud/serving_logs/") if u.endswith(".parquet")]
     logs = pd.concat([store.read_parquet(u) for u in parts], ignore_index=True)
@@ -149,8 +175,8 @@ def _champion(world) -> int:
 
 
 def test_better_challenger_is_promoted_through_every_step_and_survives_a_gateway_restart(world, inbox):
-    from ml_ops.deployment import read_state
-    from ml_ops.registry import get_history, previous_champion
+    from ml_ops.pipeline.registry import get_history, previous_champion
+    from ml_ops.rollout.deployment import read_state
 
     stack, cfg, store, airflow = world["stack"], world["cfg"], world["store"], world["airflow"]
     v_old, v_new = world["versions"]["champion"], world["versions"]["challenger"]
@@ -193,11 +219,13 @@ def test_better_challenger_is_promoted_through_every_step_and_survives_a_gateway
     assert "nodata" not in " ".join(tags[f"canary.step{i}"] for i in (1, 2, 3, 4))
 
 
-@pytest.mark.parametrize("fault, metric", [({"delay_ms": 40.0}, "latency_ms"), ({"error_rate": 0.3}, "error_rate"),
-                                           ({"invert": True}, "accuracy")],
-                         ids=["latency", "errors", "worse_predictions"])
+@pytest.mark.parametrize(
+    "fault, metric",
+    [({"delay_ms": 40.0}, "latency_ms"), ({"error_rate": 0.3}, "error_rate"), ({"invert": True}, "accuracy")],
+    ids=["latency", "errors", "worse_predictions"],
+)
 def test_faulty_canary_is_rolled_back_at_the_first_step_and_the_champion_never_fails(world, inbox, fault, metric):
-    from ml_ops.deployment import read_state
+    from ml_ops.rollout.deployment import read_state
     from tests.model_variants import register_variant
 
     stack, client = world["stack"], world["client"]
@@ -227,7 +255,7 @@ def test_faulty_canary_is_rolled_back_at_the_first_step_and_the_champion_never_f
 
 
 def test_rollback_dag_restores_the_previous_champion_in_one_trigger(world, inbox):
-    from ml_ops.registry import previous_champion
+    from ml_ops.pipeline.registry import previous_champion
 
     airflow, client = world["airflow"], world["client"]
     current = _champion(world)

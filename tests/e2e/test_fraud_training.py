@@ -35,9 +35,13 @@ def _source_path(stack) -> str:
 @pytest.fixture(scope="module")
 def history(stack, airflow):
     """Source loaded with 12 days (the last ones made defective), good days + crippled day run in order."""
-    from ml_ops.sim import generate_transactions, load_source
+    from ml_ops.local.sim import generate_transactions, load_source
 
-    load_source(stack.source_db_url, "transactions", generate_transactions(D0, 12, rows_per_day=1500, seed=11, label_delay_days=1))
+    load_source(
+        stack.source_db_url,
+        "transactions",
+        generate_transactions(D0, 12, rows_per_day=1500, seed=11, label_delay_days=1),
+    )
     _inject_defects(_source_path(stack))
     runs = {day: run_day(airflow, DAG, day) for day in GOOD_DAYS}
     return runs
@@ -45,11 +49,19 @@ def history(stack, airflow):
 
 def _inject_defects(path: str) -> None:
     con = sqlite3.connect(path)
-    day = lambda key: BAD_DAYS[key].isoformat()
+
+    def day(key):
+        return BAD_DAYS[key].isoformat()
+
     with con:
         # text in a numeric column, as a broken upstream export would write it
-        con.execute("UPDATE transactions SET amount = 'n/a' WHERE substr(ts,1,10) = ? AND rowid % 20 = 0", (day("wrong_types"),))
-        con.execute("UPDATE transactions SET customer_id = NULL WHERE substr(ts,1,10) = ? AND rowid % 2 = 0", (day("null_flood"),))
+        con.execute(
+            "UPDATE transactions SET amount = 'n/a' WHERE substr(ts,1,10) = ? AND rowid % 20 = 0", (day("wrong_types"),)
+        )
+        con.execute(
+            "UPDATE transactions SET customer_id = NULL WHERE substr(ts,1,10) = ? AND rowid % 2 = 0",
+            (day("null_flood"),),
+        )
         con.execute(
             "INSERT INTO transactions SELECT * FROM transactions WHERE substr(ts,1,10) = ? AND rowid % 50 = 0",
             (day("duplicate_ids"),),
@@ -103,8 +115,10 @@ def test_crippled_challenger_does_not_take_the_alias(history, airflow, mlflow_cl
 def test_rerun_is_idempotent(history, airflow, store, mlflow_client):
     day = GOOD_DAYS[4]
     prefix = "s3://mlops/pipelines/fraud"
-    keys = [f"{prefix}/{stage}/ds={day}/{name}" for stage, name in
-            (("raw", "data.parquet"), ("features", "data.parquet"), ("validation", "result.json"))]
+    keys = [
+        f"{prefix}/{stage}/ds={day}/{name}"
+        for stage, name in (("raw", "data.parquet"), ("features", "data.parquet"), ("validation", "result.json"))
+    ]
     before = {k: store.get_bytes(k) for k in keys}
     versions = len(mlflow_client.search_model_versions("name='fraud'"))
     log_before = store.read_jsonl(f"{prefix}/decisions/log.jsonl")
@@ -154,5 +168,7 @@ def test_bad_input_stops_at_validate(defect, history, airflow, store, mlflow_cli
     assert mails, [m["subject"] for m in inbox.emails]
     body = html.unescape(mails[-1]["body"])
     assert expectation in body and detail in body, body
-    assert any("validate failed" in s["payload"].get("text", "") and day.isoformat() in s["payload"].get("text", "")
-               for s in inbox.slack), inbox.slack
+    assert any(
+        "validate failed" in s["payload"].get("text", "") and day.isoformat() in s["payload"].get("text", "")
+        for s in inbox.slack
+    ), inbox.slack

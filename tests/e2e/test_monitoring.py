@@ -56,18 +56,21 @@ def monitoring_include(include_dir, tmp_path_factory):
 
 
 def _log_rows(features, inputs: list[str], ds: str, scores, *, route: str, version: int, error=None):
-    """Rows as the gateway logs them (ml_ops.deployment.LOG_COLUMNS + the model's inputs)."""
+    """Rows as the gateway logs them (ml_ops.rollout.deployment.LOG_COLUMNS + the model's inputs)."""
     import numpy as np
     import pandas as pd
 
-    from ml_ops.deployment import LOG_COLUMNS
+    from ml_ops.rollout.deployment import LOG_COLUMNS
 
     rows = features[inputs].reset_index(drop=True)
     n = len(rows)
     rows["request_id"] = [f"{ds}-{route}-{i}" for i in range(n)]
     rows["row"] = 0
-    rows["ts"] = pd.Timestamp(ds, tz="UTC") + pd.to_timedelta(features["hour_of_day"].to_numpy(), unit="h") \
+    rows["ts"] = (
+        pd.Timestamp(ds, tz="UTC")
+        + pd.to_timedelta(features["hour_of_day"].to_numpy(), unit="h")
         + pd.to_timedelta(np.arange(n) % 3600, unit="s")
+    )
     rows["version"] = version
     rows["route"] = route
     rows["routing_key"] = [f"k{i % 997}" for i in range(n)]
@@ -85,23 +88,35 @@ def _write_serving_logs(store, cfg, champion, ds: str) -> dict:
     leave out. One part file per hour."""
     import pandas as pd
 
-    from ml_ops.deployment import serving_logs_prefix
-    from ml_ops.steps import uri
+    from ml_ops.pipeline.steps import uri
+    from ml_ops.rollout.deployment import serving_logs_prefix
 
     features = store.read_parquet(uri(cfg, "features", ds))
-    champion_rows = _log_rows(features, champion.inputs, ds, champion.score(features), route="champion",
-                              version=champion.version)
+    champion_rows = _log_rows(
+        features, champion.inputs, ds, champion.score(features), route="champion", version=champion.version
+    )
     canary = features.sample(60, random_state=1)
     failed = features.sample(20, random_state=2).assign(amount=-1.0)
-    rows = pd.concat([
-        champion_rows,
-        _log_rows(canary, champion.inputs, ds, 0.5, route="canary", version=champion.version + 100),
-        _log_rows(failed, champion.inputs, ds, None, route="champion", version=champion.version,
-                  error="ValueError: amount must be >= 0"),
-    ], ignore_index=True)
+    rows = pd.concat(
+        [
+            champion_rows,
+            _log_rows(canary, champion.inputs, ds, 0.5, route="canary", version=champion.version + 100),
+            _log_rows(
+                failed,
+                champion.inputs,
+                ds,
+                None,
+                route="champion",
+                version=champion.version,
+                error="ValueError: amount must be >= 0",
+            ),
+        ],
+        ignore_index=True,
+    )
     for hour, part in rows.groupby(rows["ts"].dt.hour):
-        store.write_parquet(part.reset_index(drop=True),
-                            f"{serving_logs_prefix(cfg)}/ds={ds}/hour={hour:02d}/part-00000.parquet")
+        store.write_parquet(
+            part.reset_index(drop=True), f"{serving_logs_prefix(cfg)}/ds={ds}/hour={hour:02d}/part-00000.parquet"
+        )
     return {"champion_rows": len(champion_rows), "canary": len(canary), "failed": len(failed)}
 
 
@@ -114,17 +129,25 @@ def _seed(stack, cfg, store, days: dict[int, date], yesterday: date) -> dict:
     from mlflow import MlflowClient
 
     from ml_ops.interval import DayInterval
-    from ml_ops.monitor_steps import Champion
-    from ml_ops.registry import promote
-    from ml_ops.sim import ConceptChange, CovariateShift, generate_transactions, load_source
-    from ml_ops.steps import extract_step, features_step, train_step
+    from ml_ops.local.sim import ConceptChange, CovariateShift, generate_transactions, load_source
+    from ml_ops.monitoring.step import Champion
+    from ml_ops.pipeline.registry import promote
+    from ml_ops.pipeline.steps import extract_step, features_step, train_step
 
     offset = days[0] - START
     first = START - timedelta(days=WARMUP)
     n_days = WARMUP + (yesterday + timedelta(days=1) - days[0]).days + 1  # through today (a run after midnight)
-    df = generate_transactions(first, n_days, rows_per_day=ROWS_PER_DAY, seed=11, label_delay_days=1,
-                               events=[CovariateShift(START + timedelta(days=SHIFT), share=0.3),
-                                       ConceptChange(START + timedelta(days=CONCEPT))])
+    df = generate_transactions(
+        first,
+        n_days,
+        rows_per_day=ROWS_PER_DAY,
+        seed=11,
+        label_delay_days=1,
+        events=[
+            CovariateShift(START + timedelta(days=SHIFT), share=0.3),
+            ConceptChange(START + timedelta(days=CONCEPT)),
+        ],
+    )
     for col in ("ts", "label_available_at"):  # same rows, same weekdays, whole weeks later
         df[col] = df[col] + offset
     load_source(stack.source_db_url, "transactions", df)
@@ -155,8 +178,8 @@ def scenario(inbox, monitoring_include):
     import mlflow
     from mlflow import MlflowClient
 
-    from ml_ops.airflow_client import AirflowClient
     from ml_ops.config import load_pipeline_by_name
+    from ml_ops.local.airflow_client import AirflowClient
     from ml_ops.storage import ObjectStore
 
     yesterday = datetime.now(timezone.utc).date() - timedelta(days=1)
@@ -176,8 +199,14 @@ def scenario(inbox, monitoring_include):
             mails_before = len(inbox.emails)
             slack_before = len(inbox.slack)
 
-            runs = {"quiet": run_day(airflow, MON, days[QUIET[-1]], conf={
-                "start_date": days[QUIET[0]].isoformat(), "end_date": days[QUIET[-1]].isoformat()})}
+            runs = {
+                "quiet": run_day(
+                    airflow,
+                    MON,
+                    days[QUIET[-1]],
+                    conf={"start_date": days[QUIET[0]].isoformat(), "end_date": days[QUIET[-1]].isoformat()},
+                )
+            }
             quiet_messages = (inbox.emails[mails_before:], inbox.slack[slack_before:])
             runs["shift"] = run_day(airflow, MON, days[SHIFT])
             runs["after_shift"] = run_day(airflow, MON, days[SHIFT + 1])
@@ -190,18 +219,29 @@ def scenario(inbox, monitoring_include):
             retrain_state = airflow.wait_for_run(TRAIN, retrains[0]["dag_run_id"], timeout=900)
             time.sleep(10)  # a second request (there must be none) would have queued a run by now
             retrains = _asset_runs(airflow)
-            retrain_tasks = {t["task_id"]: t["state"] for t in
-                             airflow.task_instances(TRAIN, retrains[0]["dag_run_id"])}
+            retrain_tasks = {t["task_id"]: t["state"] for t in airflow.task_instances(TRAIN, retrains[0]["dag_run_id"])}
             events = airflow.request("GET", "/assets/events", params={"source_dag_id": MON, "limit": 100})
-            results = {i: store.read_json(f"{cfg.prefix()}/drift/ds={d.isoformat()}/result.json")
-                       for i, d in days.items() if i in (*QUIET, SHIFT, SHIFT + 1, CONCEPT_SEEN)}
+            results = {
+                i: store.read_json(f"{cfg.prefix()}/drift/ds={d.isoformat()}/result.json")
+                for i, d in days.items()
+                if i in (*QUIET, SHIFT, SHIFT + 1, CONCEPT_SEEN)
+            }
             client = MlflowClient(stack.mlflow_url)
             versions = client.search_model_versions(f"name='{cfg.name}'")
             yield {
-                "days": days, "yesterday": yesterday, "cfg": cfg, "store": store, "runs": runs,
-                "results": results, "retrains": retrains, "retrain_state": retrain_state,
-                "retrain_tasks": retrain_tasks, "asset_events": events["asset_events"], "seeded": seeded,
-                "quiet_messages": quiet_messages, "versions": versions,
+                "days": days,
+                "yesterday": yesterday,
+                "cfg": cfg,
+                "store": store,
+                "runs": runs,
+                "results": results,
+                "retrains": retrains,
+                "retrain_state": retrain_state,
+                "retrain_tasks": retrain_tasks,
+                "asset_events": events["asset_events"],
+                "seeded": seeded,
+                "quiet_messages": quiet_messages,
+                "versions": versions,
                 "champion": client.get_model_version_by_alias(cfg.name, "champion"),
             }
         finally:
@@ -271,7 +311,9 @@ def test_one_retrain_for_the_episode(scenario):
     assert tasks["train"] == "success" and tasks["compare"] == "success", tasks
     new = [v for v in scenario["versions"] if v.version != scenario["champion"].version]
     assert len(new) == 1 and new[0].tags["data_date"] in (
-        scenario["yesterday"].isoformat(), (scenario["yesterday"] + timedelta(days=1)).isoformat()), new
+        scenario["yesterday"].isoformat(),
+        (scenario["yesterday"] + timedelta(days=1)).isoformat(),
+    ), new
     assert int(scenario["champion"].version) == scenario["seeded"]["champion"]
 
 

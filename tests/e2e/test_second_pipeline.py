@@ -15,7 +15,7 @@ D0 = date(2026, 3, 1)
 
 
 def test_tumors_pipeline_trains_a_champion(stack, airflow, store, mlflow_client):
-    from ml_ops.sim import generate_tumors, load_source
+    from ml_ops.local.sim import generate_tumors, load_source
 
     load_source(stack.source_db_url, "tumors", generate_tumors(D0, 4, rows_per_day=150, seed=3, label_delay_days=1))
     runs = [run_day(airflow, "tumors_training", D0 + timedelta(days=i)) for i in range(4)]

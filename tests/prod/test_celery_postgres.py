@@ -23,10 +23,13 @@ PREFIX = "s3://mlops/pipelines/fraud"
 @pytest.fixture(scope="module")
 def history(stack, airflow):
     """Six good days of source data, run in order; each run's task instances as the REST API shows them."""
-    from ml_ops.sim import generate_transactions, load_source
+    from ml_ops.local.sim import generate_transactions, load_source
 
-    load_source(stack.source_db_url, "transactions",
-                generate_transactions(D0, 6, rows_per_day=1500, seed=11, label_delay_days=1))
+    load_source(
+        stack.source_db_url,
+        "transactions",
+        generate_transactions(D0, 6, rows_per_day=1500, seed=11, label_delay_days=1),
+    )
     runs = {day: run_day(airflow, DAG, day) for day in GOOD_DAYS}
     for run in runs.values():
         run["task_instances"] = airflow.task_instances(DAG, run["run_id"])
@@ -62,8 +65,12 @@ def test_decision_log_records_every_comparison(history, store):
 def test_tasks_ran_on_both_workers(history, stack):
     workers = {stack.celery_hostname(n) for n in stack.worker_names}
     assert len(workers) == 2
-    ran = [(day, t["task_id"], t["hostname"]) for day, run in history.items()
-           for t in run["task_instances"] if t["state"] == "success"]
+    ran = [
+        (day, t["task_id"], t["hostname"])
+        for day, run in history.items()
+        for t in run["task_instances"]
+        if t["state"] == "success"
+    ]
     assert len(ran) >= 6 * 3, ran  # at least extract, validate, features every day
     hosts = {host for _, _, host in ran}
     assert hosts == workers, sorted(ran)  # every task ran on one of our workers, and both took some

@@ -1,5 +1,5 @@
 """The real parts for the gateway tests: an rclone S3 endpoint, an MLflow server (SQLite backend, artifacts
-in that S3) and the gateway process (``python -m ml_ops.serving``), all started by ``ml_ops.stack.Stack``
+in that S3) and the gateway process (``python -m ml_ops.serving``), all started by ``ml_ops.local.stack.Stack``
 in a temporary MLOPS_HOME on free ports; a small fraud model trained on simulated days as ``champion``."""
 
 from __future__ import annotations
@@ -38,13 +38,17 @@ def include_dir(tmp_path_factory):
 
 @pytest.fixture(scope="package")
 def stack(tmp_path_factory, include_dir):
-    from ml_ops.stack import Stack
+    from ml_ops.local.stack import Stack
 
     home = tmp_path_factory.mktemp("gateway-home")
     env = {
-        "MLOPS_HOME": str(home), "MLOPS_INCLUDE_DIR": str(include_dir), "MLOPS_S3_PORT": str(free_port()),
-        "MLOPS_MLFLOW_PORT": str(free_port()), "MLOPS_GATEWAY_PORT": str(free_port()),
-        "MLOPS_AIRFLOW_PORT": str(free_port()), **GATEWAY_ENV,
+        "MLOPS_HOME": str(home),
+        "MLOPS_INCLUDE_DIR": str(include_dir),
+        "MLOPS_S3_PORT": str(free_port()),
+        "MLOPS_MLFLOW_PORT": str(free_port()),
+        "MLOPS_GATEWAY_PORT": str(free_port()),
+        "MLOPS_AIRFLOW_PORT": str(free_port()),
+        **GATEWAY_ENV,
     }
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
@@ -118,11 +122,19 @@ class Canary:
         self.stack, self.store, self.cfg, self.client = stack, store, world.cfg, mlflow_client
 
     def set(self, version: int, weight: float, *, reload: bool = True) -> dict:
-        from ml_ops.deployment import write_state
+        from ml_ops.rollout.deployment import write_state
 
         self.client.set_registered_model_alias(self.cfg.name, "canary", str(version))
-        write_state(self.store, self.cfg, status="running", canary_version=version, champion_version=1,
-                    canary_weight=weight, step=0, run_id="gateway-tests")
+        write_state(
+            self.store,
+            self.cfg,
+            status="running",
+            canary_version=version,
+            champion_version=1,
+            canary_weight=weight,
+            step=0,
+            run_id="gateway-tests",
+        )
         return self.reload() if reload else {}
 
     def reload(self) -> dict:
@@ -131,7 +143,7 @@ class Canary:
         return resp.json()["pipelines"][self.cfg.name]
 
     def clear(self) -> None:
-        from ml_ops.deployment import reset_state
+        from ml_ops.rollout.deployment import reset_state
 
         reset_state(self.store, self.cfg, status="idle", reason="gateway tests")
         from mlflow.exceptions import MlflowException

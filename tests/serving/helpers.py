@@ -27,16 +27,21 @@ class World:
         import math
 
         cols = [*self.inputs, *extra]
-        part = self.features.iloc[offset: offset + n][cols]
+        part = self.features.iloc[offset : offset + n][cols]
         out = []
         for rec in part.to_dict("records"):
-            out.append({k: (None if isinstance(v, float) and math.isnan(v) else
-                            v.item() if hasattr(v, "item") else v) for k, v in rec.items()})
+            out.append(
+                {
+                    k: (None if isinstance(v, float) and math.isnan(v) else v.item() if hasattr(v, "item") else v)
+                    for k, v in rec.items()
+                }
+            )
         return out
 
 
-def build_world(store, tracking_uri: str, *, pipeline: str = "fraud", days: int = 4, rows_per_day: int = 1200,
-                max_iter: int = 40) -> World:
+def build_world(
+    store, tracking_uri: str, *, pipeline: str = "fraud", days: int = 4, rows_per_day: int = 1200, max_iter: int = 40
+) -> World:
     """Simulate ``days`` days, write raw + features partitions, train on all but the last day (holdout),
     register the model as version 1 of ``pipeline`` and give it the ``champion`` alias."""
     import pandas as pd
@@ -44,13 +49,14 @@ def build_world(store, tracking_uri: str, *, pipeline: str = "fraud", days: int 
 
     from ml_ops.config import load_pipeline_by_name
     from ml_ops.interval import DayInterval
-    from ml_ops.sim import generate_transactions
-    from ml_ops.steps import features_step, model_columns, uri
-    from ml_ops.train import train_and_register
+    from ml_ops.local.sim import generate_transactions
+    from ml_ops.pipeline.steps import features_step, model_columns, uri
+    from ml_ops.pipeline.train import train_and_register
 
     cfg = load_pipeline_by_name(pipeline)
-    raw = generate_transactions(START, days, rows_per_day=rows_per_day, n_customers=400, seed=11,
-                                label_delay_days=cfg.target.label_delay_days)
+    raw = generate_transactions(
+        START, days, rows_per_day=rows_per_day, n_customers=400, seed=11, label_delay_days=cfg.target.label_delay_days
+    )
     ds_list = [(START + timedelta(days=i)).isoformat() for i in range(days)]
     for ds in ds_list:
         day = raw[raw["ts"].dt.strftime("%Y-%m-%d") == ds].reset_index(drop=True)
@@ -61,10 +67,21 @@ def build_world(store, tracking_uri: str, *, pipeline: str = "fraud", days: int 
     numeric, categorical = model_columns(cfg)
     train, holdout = pd.concat(frames[:-1], ignore_index=True), frames[-1]
     result = train_and_register(
-        train, holdout, tracking_uri=tracking_uri, experiment=cfg.name, model_name=cfg.name,
-        target=cfg.target.column, numeric=numeric, categorical=categorical, estimator=cfg.model.estimator,
-        params={**cfg.model.params, "max_iter": max_iter}, data_uris={}, tags={"purpose": "gateway tests"},
-        reference_sample_rows=500, seed=0, run_name="gateway-world",
+        train,
+        holdout,
+        tracking_uri=tracking_uri,
+        experiment=cfg.name,
+        model_name=cfg.name,
+        target=cfg.target.column,
+        numeric=numeric,
+        categorical=categorical,
+        estimator=cfg.model.estimator,
+        params={**cfg.model.params, "max_iter": max_iter},
+        data_uris={},
+        tags={"purpose": "gateway tests"},
+        reference_sample_rows=500,
+        seed=0,
+        run_name="gateway-world",
     )
     MlflowClient(tracking_uri).set_registered_model_alias(cfg.name, "champion", str(result.version))
     return World(cfg, ds_list, pd.concat(frames, ignore_index=True), numeric, categorical, result.version)

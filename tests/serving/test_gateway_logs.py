@@ -14,20 +14,23 @@ from tests.serving.conftest import admin
 from tests.serving.test_gateway_api import split
 
 pytestmark = pytest.mark.timeout(300)
-PART = re.compile(r"^s3://mlops/pipelines/fraud/serving_logs/ds=(\d{4}-\d{2}-\d{2})/hour=(\d{2})/"
-                  r"part-\d{8}T\d{9}Z-[0-9a-f]{32}\.parquet$")
+PART = re.compile(
+    r"^s3://mlops/pipelines/fraud/serving_logs/ds=(\d{4}-\d{2}-\d{2})/hour=(\d{2})/"
+    r"part-\d{8}T\d{9}Z-[0-9a-f]{32}\.parquet$"
+)
 
 
 def test_every_row_is_logged_in_its_hour_partition(http, store, world):
-    from ml_ops.deployment import LOG_COLUMNS
+    from ml_ops.rollout.deployment import LOG_COLUMNS
 
     rows = world.rows(5, offset=300, extra=("transaction_id",))
     for i, r in enumerate(rows):
         r["customer_id"] = f"log-customer-{i}"
     ok = http.post("/invocations", json=split(rows), headers={"X-Request-ID": "log-a"}).json()
     http.post("/invocations", json=split(rows[:1]), headers={"X-Request-ID": "log-b"})
-    bad = http.post("/invocations", json={"dataframe_records": [{**rows[0], "amount": "lots"}]},
-                    headers={"X-Request-ID": "log-c"})
+    bad = http.post(
+        "/invocations", json={"dataframe_records": [{**rows[0], "amount": "lots"}]}, headers={"X-Request-ID": "log-c"}
+    )
     assert bad.status_code == 422
 
     written = http.post("/admin/flush", headers=admin()).json()["written"]["predictions"]

@@ -47,7 +47,9 @@ def test_routing_is_sticky_per_key_and_per_row(http, world, canary, inverted):
     share = sum(r == "canary" for r in routes.values()) / len(keys)
     assert 0.22 <= share <= 0.38, share
     for key in random.Random(0).sample(keys, 20):  # the same key sees the same model, request after request
-        assert http.post("/invocations", json=split(row), headers={"X-Routing-Key": key}).json()["routes"] == [routes[key]]
+        assert http.post("/invocations", json=split(row), headers={"X-Routing-Key": key}).json()["routes"] == [
+            routes[key]
+        ]
 
     # one request, many customers: each row is routed by its own customer_id
     rows = world.rows(60, offset=200)
@@ -65,9 +67,10 @@ def test_routing_is_sticky_per_key_and_per_row(http, world, canary, inverted):
     np.testing.assert_allclose(got[~canary_rows], champion_scores[~canary_rows])
 
 
-def test_alias_and_weight_changes_apply_without_restart_and_no_request_fails(http, stack, world, canary, inverted,
-                                                                           mlflow_client):
-    from ml_ops.deployment import reset_state
+def test_alias_and_weight_changes_apply_without_restart_and_no_request_fails(
+    http, stack, world, canary, inverted, mlflow_client
+):
+    from ml_ops.rollout.deployment import reset_state
     from tests.model_variants import register_variant
 
     rows = world.rows(50, offset=500)
@@ -79,8 +82,9 @@ def test_alias_and_weight_changes_apply_without_restart_and_no_request_fails(htt
             while not stop.is_set():
                 row = rows[rng.randrange(len(rows))]
                 try:
-                    resp = client.post("/invocations", json=split([row]),
-                                       headers={"X-Routing-Key": f"k{rng.randrange(10_000)}"})
+                    resp = client.post(
+                        "/invocations", json=split([row]), headers={"X-Routing-Key": f"k{rng.randrange(10_000)}"}
+                    )
                     outcome = (resp.status_code, tuple(resp.json().get("versions", ())))
                 except httpx.HTTPError as exc:
                     outcome = (repr(exc), ())
@@ -115,14 +119,16 @@ def test_alias_and_weight_changes_apply_without_restart_and_no_request_fails(htt
 
 
 def test_a_restarted_gateway_resumes_the_weights_and_flushes_on_sigterm(http, stack, store, world, canary, inverted):
-    from ml_ops.deployment import serving_logs_prefix
+    from ml_ops.rollout.deployment import serving_logs_prefix
 
     canary.set(inverted, 0.3)
     row = world.rows(1, offset=42)
     keys = [f"restart-{i}" for i in range(40)]
     before = {}
     for i, key in enumerate(keys):
-        resp = http.post("/invocations", json=split(row), headers={"X-Routing-Key": key, "X-Request-ID": f"sigterm-{i}"})
+        resp = http.post(
+            "/invocations", json=split(row), headers={"X-Routing-Key": key, "X-Request-ID": f"sigterm-{i}"}
+        )
         before[key] = resp.json()["routes"][0]
     assert set(before.values()) == {"canary", "champion"}
 
@@ -139,13 +145,14 @@ def test_a_restarted_gateway_resumes_the_weights_and_flushes_on_sigterm(http, st
     wait_ready(stack.gateway_url)
     status = http.get("/pipelines").json()["pipelines"]["fraud"]
     assert status["effective_weight"] == 0.3 and status["canary"]["serving"] == inverted  # read back from S3
-    after = {k: http.post("/invocations", json=split(row), headers={"X-Routing-Key": k}).json()["routes"][0]
-             for k in keys}
+    after = {
+        k: http.post("/invocations", json=split(row), headers={"X-Routing-Key": k}).json()["routes"][0] for k in keys
+    }
     assert after == before
 
 
 def test_variants_show_as_latency_and_errors_in_the_logs(http, stack, store, world, canary):
-    from ml_ops.deployment import LOG_COLUMNS
+    from ml_ops.rollout.deployment import LOG_COLUMNS
     from tests.model_variants import register_variant
 
     row = world.rows(1, offset=77)
@@ -160,8 +167,9 @@ def test_variants_show_as_latency_and_errors_in_the_logs(http, stack, store, wor
     answers = [http.post("/invocations", json=split(row), headers={"X-Request-ID": f"flaky-{i}"}) for i in range(40)]
     failed = [a for a in answers if a.status_code != 200]
     assert {a.status_code for a in answers} == {200, 500} and 8 <= len(failed) <= 32, len(failed)
-    assert all(f"model fraud v{flaky} (canary) failed: InjectedFailure: injected failure" in a.json()["error"]
-               for a in failed)
+    assert all(
+        f"model fraud v{flaky} (canary) failed: InjectedFailure: injected failure" in a.json()["error"] for a in failed
+    )
     canary.clear()
     assert http.post("/invocations", json=split(row)).status_code == 200  # still serving
 

@@ -13,8 +13,14 @@ from ml_ops.serving.routing import assign, bucket, route, routing_keys
 from ml_ops.serving.schema import Column, InputSchema, check_columns, convert, parse_json, table_from_payload
 from ml_ops.serving.settings import Settings
 
-SCHEMA = InputSchema((Column("amount", "double"), Column("n", "long"), Column("channel", "string"),
-                      Column("flag", "boolean", required=False)))
+SCHEMA = InputSchema(
+    (
+        Column("amount", "double"),
+        Column("n", "long"),
+        Column("channel", "string"),
+        Column("flag", "boolean", required=False),
+    )
+)
 
 
 def table(payload):
@@ -24,8 +30,13 @@ def table(payload):
 def test_the_mlflow_formats_give_the_same_table():
     rows = [{"amount": 1.5, "n": 2, "channel": "pos"}, {"amount": None, "n": 3, "channel": None}]
     forms = [
-        {"dataframe_split": {"columns": ["amount", "n", "channel"], "data": [[1.5, 2, "pos"], [None, 3, None]],
-                             "index": [0, 1]}},
+        {
+            "dataframe_split": {
+                "columns": ["amount", "n", "channel"],
+                "data": [[1.5, 2, "pos"], [None, 3, None]],
+                "index": [0, 1],
+            }
+        },
         {"dataframe_records": rows},
         {"instances": rows, "params": {"anything": 1}},
         {"inputs": {"amount": [1.5, None], "n": [2, 3], "channel": ["pos", None]}},
@@ -39,18 +50,33 @@ def test_the_mlflow_formats_give_the_same_table():
         assert "flag" not in typed  # optional and absent: left out
 
 
-@pytest.mark.parametrize(("payload", "status", "message"), [
-    ({"dataframe_records": [{"amount": True, "n": 1, "channel": "a"}]}, 422, "column 'amount' expects double; row 0 has bool True"),
-    ({"dataframe_records": [{"amount": 1, "n": 1.5, "channel": "a"}]}, 422, "column 'n' expects long; row 0 has float 1.5"),
-    ({"dataframe_records": [{"amount": 1, "n": 2**70, "channel": "a"}]}, 422, "column 'n' expects long"),
-    ({"dataframe_records": [{"amount": 1, "n": 1, "channel": ["a"]}]}, 422, "column 'channel' expects string; row 0 has list"),
-    ({"instances": [[1, 2]]}, 400, "instances must name the columns"),
-    ({"inputs": {"amount": [1], "n": [1, 2]}}, 400, "columns have different lengths [1, 2]"),
-    ({"dataframe_split": {"columns": ["a", "a"], "data": []}}, 400, "names ['a'] more than once"),
-    ({"dataframe_split": {"columns": ["a"], "data": [[1]], "orient": "x"}}, 400, "unknown key(s) ['orient']"),
-    ({"dataframe_records": {"amount": 1}}, 400, "dataframe_records must be a list of objects"),
-    ({}, 400, "exactly one of"),
-])
+@pytest.mark.parametrize(
+    ("payload", "status", "message"),
+    [
+        (
+            {"dataframe_records": [{"amount": True, "n": 1, "channel": "a"}]},
+            422,
+            "column 'amount' expects double; row 0 has bool True",
+        ),
+        (
+            {"dataframe_records": [{"amount": 1, "n": 1.5, "channel": "a"}]},
+            422,
+            "column 'n' expects long; row 0 has float 1.5",
+        ),
+        ({"dataframe_records": [{"amount": 1, "n": 2**70, "channel": "a"}]}, 422, "column 'n' expects long"),
+        (
+            {"dataframe_records": [{"amount": 1, "n": 1, "channel": ["a"]}]},
+            422,
+            "column 'channel' expects string; row 0 has list",
+        ),
+        ({"instances": [[1, 2]]}, 400, "instances must name the columns"),
+        ({"inputs": {"amount": [1], "n": [1, 2]}}, 400, "columns have different lengths [1, 2]"),
+        ({"dataframe_split": {"columns": ["a", "a"], "data": []}}, 400, "names ['a'] more than once"),
+        ({"dataframe_split": {"columns": ["a"], "data": [[1]], "orient": "x"}}, 400, "unknown key(s) ['orient']"),
+        ({"dataframe_records": {"amount": 1}}, 400, "dataframe_records must be a list of objects"),
+        ({}, 400, "exactly one of"),
+    ],
+)
 def test_bad_payloads_name_the_problem(payload, status, message):
     with pytest.raises(RequestError) as err:
         convert(table(payload), SCHEMA)
@@ -64,8 +90,12 @@ def test_missing_and_unexpected_columns():
     t = table({"dataframe_records": [{"amount": 1.0, "n": 1, "channel": "a", "customer_id": "c", "extra": 1}]})
     with pytest.raises(RequestError, match=r"unexpected column\(s\) \['extra'\].*\['customer_id'\]"):
         check_columns(t, [SCHEMA], ["customer_id"], "m v1")
-    check_columns(table({"dataframe_records": [{"amount": 1.0, "n": 1, "channel": "a", "customer_id": "c"}]}),
-                  [SCHEMA], ["customer_id", None], "m v1")  # flag is optional, customer_id allowed
+    check_columns(
+        table({"dataframe_records": [{"amount": 1.0, "n": 1, "channel": "a", "customer_id": "c"}]}),
+        [SCHEMA],
+        ["customer_id", None],
+        "m v1",
+    )  # flag is optional, customer_id allowed
 
 
 def test_malformed_json():
@@ -85,7 +115,9 @@ def test_routing_hash_is_stable_sticky_and_monotone_in_the_weight():
         share = sum(r == "canary" for r in assign("fraud", keys, weight)) / len(keys)
         assert abs(share - weight) < 0.015, (weight, share)
     low, high = assign("fraud", keys, 0.1), assign("fraud", keys, 0.5)
-    assert all(h == "canary" for lo, h in zip(low, high) if lo == "canary")  # raising the weight only adds keys
+    assert all(
+        h == "canary" for lo, h in zip(low, high, strict=False) if lo == "canary"
+    )  # raising the weight only adds keys
     assert set(assign("fraud", keys[:50], 0.0)) == {"champion"} and set(assign("fraud", keys[:50], 1.0)) == {"canary"}
     assert route("fraud", "customer-1", 0.5) == route("fraud", "customer-1", 0.5)
     assert routing_keys(2, header="h", column=["a", "b"], request_id="r") == ["h", "h"]

@@ -14,7 +14,7 @@ pytestmark = pytest.mark.timeout(300)
 
 
 def test_replay_sends_at_the_rate_and_posts_the_labels(http, stack, store, world):
-    from ml_ops.traffic import replay
+    from ml_ops.local.traffic import replay
 
     stats = replay(world.cfg, store, stack.gateway_url, rate=20, duration=3, label_delay=1, days=1)
     assert stats.sent == 60 and stats.ok == 60 and stats.failed == 0, stats
@@ -34,12 +34,14 @@ def test_replay_sends_at_the_rate_and_posts_the_labels(http, stack, store, world
 
 
 def test_replay_stops_when_told(stack, store, world):
-    from ml_ops.traffic import replay
+    from ml_ops.local.traffic import replay
 
     stop, out = threading.Event(), []
-    thread = threading.Thread(target=lambda: out.append(replay(world.cfg, store, stack.gateway_url, rate=20,
-                                                               duration=120, label_delay=30, stop_event=stop,
-                                                               days=1)))
+    thread = threading.Thread(
+        target=lambda: out.append(
+            replay(world.cfg, store, stack.gateway_url, rate=20, duration=120, label_delay=30, stop_event=stop, days=1)
+        )
+    )
     thread.start()
     time.sleep(2.5)
     stop.set()

@@ -59,8 +59,11 @@ def interpolate(text: str, env: dict[str, str]) -> str:
 
 
 def airflow_services(compose: dict) -> dict[str, dict]:
-    return {n: s for n, s in compose["services"].items()
-            if str((s.get("command") or [""])[0]).startswith("airflow") or n == "airflow-init"}
+    return {
+        n: s
+        for n, s in compose["services"].items()
+        if str((s.get("command") or [""])[0]).startswith("airflow") or n == "airflow-init"
+    }
 
 
 def test_schema_is_the_compose_specification():
@@ -85,9 +88,20 @@ def test_schema_check_can_fail(compose):
 
 def test_production_shape(compose):
     services = compose["services"]
-    expected = {"postgres", "redis", "minio", "minio-init", "mlflow", "mailpit", "airflow-init",
-                "airflow-apiserver", "airflow-scheduler", "airflow-dag-processor", "airflow-triggerer",
-                "airflow-worker"}
+    expected = {
+        "postgres",
+        "redis",
+        "minio",
+        "minio-init",
+        "mlflow",
+        "mailpit",
+        "airflow-init",
+        "airflow-apiserver",
+        "airflow-scheduler",
+        "airflow-dag-processor",
+        "airflow-triggerer",
+        "airflow-worker",
+    }
     assert expected <= set(services), expected - set(services)
     for name, svc in airflow_services(compose).items():
         env = svc["environment"]
@@ -191,5 +205,6 @@ def test_image_is_built_from_the_lock():
 def test_lock_provides_the_celery_executor():
     """CeleryExecutor lives in apache-airflow-providers-celery; the image installs only the lock."""
     lock = (REPO / "uv.lock").read_text()
-    assert 'name = "apache-airflow-providers-celery"' in lock, \
+    assert 'name = "apache-airflow-providers-celery"' in lock, (
         "add apache-airflow-providers-celery to pyproject.toml dependencies and re-lock"
+    )

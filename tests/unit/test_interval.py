@@ -29,7 +29,9 @@ def test_data_interval_is_used_when_it_spans_time():
 
 def test_point_interval_falls_back_to_logical_date():
     moment = datetime(2026, 2, 3, 7, tzinfo=UTC)
-    assert resolve_interval(data_interval_start=moment, data_interval_end=moment, logical_date=moment).ds == "2026-02-03"
+    assert (
+        resolve_interval(data_interval_start=moment, data_interval_end=moment, logical_date=moment).ds == "2026-02-03"
+    )
 
 
 def test_no_logical_date_uses_day_before_run_after():

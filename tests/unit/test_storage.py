@@ -7,7 +7,7 @@ import socket
 import pandas as pd
 import pytest
 
-from ml_ops.stack import Stack
+from ml_ops.local.stack import Stack
 from ml_ops.storage import ObjectStore, parse_uri, partition_uri
 
 
@@ -19,8 +19,13 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
-    stack = Stack(home=tmp_path_factory.mktemp("s3home"), s3_port=_free_port(), mlflow_port=_free_port(),
-                  airflow_port=_free_port(), startup_timeout=60)
+    stack = Stack(
+        home=tmp_path_factory.mktemp("s3home"),
+        s3_port=_free_port(),
+        mlflow_port=_free_port(),
+        airflow_port=_free_port(),
+        startup_timeout=60,
+    )
     stack.up(["s3"])
     yield ObjectStore(stack.s3_client())
     stack.down()
@@ -28,16 +33,22 @@ def store(tmp_path_factory):
 
 def test_uris():
     assert parse_uri("s3://mlops/pipelines/p/raw/ds=2026-01-01/data.parquet") == (
-        "mlops", "pipelines/p/raw/ds=2026-01-01/data.parquet")
-    assert partition_uri("s3://mlops/pipelines/p/", "raw", "2026-01-01") == \
-        "s3://mlops/pipelines/p/raw/ds=2026-01-01/data.parquet"
+        "mlops",
+        "pipelines/p/raw/ds=2026-01-01/data.parquet",
+    )
+    assert (
+        partition_uri("s3://mlops/pipelines/p/", "raw", "2026-01-01")
+        == "s3://mlops/pipelines/p/raw/ds=2026-01-01/data.parquet"
+    )
     with pytest.raises(ValueError, match="s3://bucket/key"):
         parse_uri("/tmp/file.parquet")
 
 
 def test_parquet_roundtrip_and_overwrite(store):
     uri = "s3://mlops/t/raw/ds=2026-01-01/data.parquet"
-    df = pd.DataFrame({"id": ["a", "b"], "x": [1.5, 2.5], "ts": pd.to_datetime(["2026-01-01 00:00", "2026-01-01 01:00"])})
+    df = pd.DataFrame(
+        {"id": ["a", "b"], "x": [1.5, 2.5], "ts": pd.to_datetime(["2026-01-01 00:00", "2026-01-01 01:00"])}
+    )
     store.write_parquet(df, uri)
     pd.testing.assert_frame_equal(store.read_parquet(uri), df)
     store.write_parquet(df.iloc[:1], uri)  # re-running a day overwrites its partition

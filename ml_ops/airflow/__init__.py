@@ -1,0 +1,1 @@
+"""Airflow glue: the DAG factory, thin operators, the MLflow hook, notifiers."""

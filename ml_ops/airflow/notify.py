@@ -1,0 +1,86 @@
+"""Alerts by email and Slack, built from a pipeline's ``alerts`` config.
+
+A channel is used only when its Airflow connection exists, so a laptop without SMTP or Slack
+configured runs quietly and a deployment turns alerts on by adding the connection.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from airflow.sdk import BaseHook, BaseNotifier
+
+log = logging.getLogger(__name__)
+
+
+def _has_connection(conn_id: str | None) -> bool:
+    if not conn_id:
+        return False
+    try:
+        BaseHook.get_connection(conn_id)
+        return True
+    except Exception:  # noqa: BLE001 - the SDK raises different types per secrets backend; absent is absent
+        return False
+
+
+def send_alert(alerts, subject: str, text: str, context=None) -> list[str]:
+    """Send ``text`` to every configured channel; returns the channels used. Never raises:
+    an alert that cannot be delivered must not fail the pipeline step that produced it."""
+    sent: list[str] = []
+    if alerts.email and _has_connection(alerts.email_conn_id):
+        try:
+            from airflow.providers.smtp.notifications.smtp import SmtpNotifier
+
+            html = "<pre>" + _escape(text) + "</pre>"
+            SmtpNotifier(to=alerts.email, subject=subject, html_content=html, smtp_conn_id=alerts.email_conn_id).notify(
+                context or {}
+            )
+            sent.append("email")
+        except Exception:
+            log.exception("email alert to %s failed", alerts.email)
+    if _has_connection(alerts.slack_conn_id):
+        try:
+            from airflow.providers.slack.notifications.slack_webhook import SlackWebhookNotifier
+
+            SlackWebhookNotifier(slack_webhook_conn_id=alerts.slack_conn_id, text=f"*{subject}*\n{text}").notify(
+                context or {}
+            )
+            sent.append("slack")
+        except Exception:
+            log.exception("slack alert via %s failed", alerts.slack_conn_id)
+    return sent
+
+
+def _escape(text: str) -> str:
+    import html
+
+    return html.escape(text)
+
+
+class PipelineFailureNotifier(BaseNotifier):
+    """Task failure alert naming the pipeline, task, data date and the error, with the log link.
+
+    Used as ``on_failure_callback`` (called once a task has failed for good, not on retries).
+    """
+
+    def __init__(self, pipeline: str, alerts) -> None:
+        super().__init__()
+        self.pipeline = pipeline
+        self.alerts = alerts
+
+    def notify(self, context) -> None:
+        ti = context.get("ti") or context.get("task_instance")
+        task_id = getattr(ti, "task_id", "?")
+        dag_id = getattr(ti, "dag_id", "?")
+        error = context.get("exception")
+        run_id = context.get("run_id") or getattr(context.get("dag_run"), "run_id", "?")
+        subject = f"[airflow-mlops] {self.pipeline}: {dag_id}.{task_id} failed ({run_id})"
+        lines = [
+            f"Pipeline: {self.pipeline}",
+            f"DAG: {dag_id}  task: {task_id}  run: {run_id}",
+            f"Error: {error}",
+        ]
+        log_url = getattr(ti, "log_url", None)
+        if log_url:
+            lines.append(f"Log: {log_url}")
+        send_alert(self.alerts, subject, "\n".join(lines), context)

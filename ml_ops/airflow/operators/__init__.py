@@ -1,0 +1,27 @@
+"""Thin Airflow operators over ``ml_ops.pipeline.steps``."""
+
+from ml_ops.airflow.operators.canary import CanaryOperator, ReleaseTrafficOperator, RollbackOperator
+from ml_ops.airflow.operators.pipeline import (
+    CompareOperator,
+    DriftOperator,
+    ExtractOperator,
+    FeaturesOperator,
+    PipelineOperator,
+    PromoteOperator,
+    TrainOperator,
+    ValidateOperator,
+)
+
+__all__ = [
+    "CanaryOperator",
+    "CompareOperator",
+    "DriftOperator",
+    "ExtractOperator",
+    "FeaturesOperator",
+    "PipelineOperator",
+    "PromoteOperator",
+    "ReleaseTrafficOperator",
+    "RollbackOperator",
+    "TrainOperator",
+    "ValidateOperator",
+]

@@ -1,0 +1,196 @@
+"""The canary rollout as one deferrable task, and the one-trigger manual rollback.
+
+Between steps the task is deferred to the triggerer (``DateTimeTrigger``), so a 40-minute rollout holds
+no worker slot. Each resumption judges the step that just ended, then defers again, promotes or rolls
+back. All state that matters lives in S3 (deployment state) and MLflow (aliases, tags, the canary run),
+so a retried task or a restarted gateway continues the same rollout.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+from ml_ops.airflow.operators.pipeline import PipelineOperator
+
+
+def flush_gateway(conn_id: str, log) -> None:
+    """Ask the gateway to write its buffered logs now, so the judge sees the step's last seconds.
+    Best effort: without the connection or gateway the judge uses what the periodic flush wrote."""
+    import json
+    import urllib.request
+
+    from airflow.sdk import BaseHook
+
+    try:
+        conn = BaseHook.get_connection(conn_id)
+    except Exception:  # noqa: BLE001 - no such connection: nothing to flush
+        return
+    url = f"{conn.schema or 'http'}://{conn.host}:{conn.port or 8000}/admin/flush"
+    request = urllib.request.Request(
+        url,
+        method="POST",
+        data=b"{}",
+        headers={"Authorization": f"Bearer {conn.password}", "Content-Type": "application/json"},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=30) as resp:
+            log.info("gateway flush: %s", json.load(resp))
+    except Exception as exc:  # noqa: BLE001
+        log.warning("gateway flush at %s failed (%s); judging what is already written", url, exc)
+
+
+class CanaryOperator(PipelineOperator):
+    """Shifts traffic to the ``canary`` version step by step (``canary.steps``), judging it against the
+    champion after each step; promotes after the last step or rolls back at the first failing one.
+
+    Version: Params ``version``, else the version holding the ``canary`` alias (set by a winning
+    challenger's promote task). XCom: ``{outcome, version, reason, ...}``.
+    """
+
+    ui_color = "#fdf3e8"
+    per_day = False
+
+    # ---- helpers ------------------------------------------------------------------------------------
+    def _policy(self, context):
+        from ml_ops.rollout.canary import policy_for
+
+        return policy_for(self.cfg, context.get("params") or {})
+
+    def _wait(self, *, step: int, step_start: str, extension: int, minutes: float):
+        from airflow.providers.standard.triggers.temporal import DateTimeTrigger
+
+        moment = datetime.now(timezone.utc) + timedelta(minutes=minutes)
+        self.log.info(
+            "step %d: judging at %s (extension %d)", step + 1, moment.isoformat(timespec="seconds"), extension
+        )
+        self.defer(
+            trigger=DateTimeTrigger(moment=moment),
+            method_name="judge_step",
+            kwargs={"step": step, "step_start": step_start, "extension": extension},
+        )
+
+    # ---- entry --------------------------------------------------------------------------------------
+    def run_step(self, context, interval):
+        from airflow.sdk.exceptions import AirflowFailException
+
+        from ml_ops.pipeline.registry import current_version
+        from ml_ops.pipeline.steps import SkipStep
+        from ml_ops.rollout import canary
+
+        policy = self._policy(context)
+        client = self.mlflow_client()
+        requested = (context.get("params") or {}).get("version")
+        version = int(requested) if requested else current_version(client, self.cfg.name, canary.CANARY_ALIAS)
+        if version is None:
+            raise SkipStep(f"{self.cfg.name}: no version given (Params 'version') and no 'canary' alias set")
+        try:
+            state = canary.start(self.cfg, self.store(), client, version, run_id=context["run_id"], policy=policy)
+        except (canary.CanaryBusy, ValueError) as refused:  # retrying would not change the answer
+            raise AirflowFailException(str(refused)) from None
+        self.log.info("canary v%s vs champion v%s: %s", version, state["champion_version"], state["reason"])
+        self._wait(step=state["step"], step_start=state["step_started_at"], extension=0, minutes=policy.step_minutes)
+
+    # ---- after each wait ----------------------------------------------------------------------------
+    def judge_step(self, context, event=None, *, step: int, step_start: str, extension: int):
+        from ml_ops.airflow.notify import send_alert
+        from ml_ops.rollout import canary
+        from ml_ops.rollout.deployment import read_state
+
+        cfg, store, client, tracking_uri = self.cfg, self.store(), self.mlflow_client(), self.tracking_uri()
+        policy = self._policy(context)
+        state = read_state(store, cfg)
+        if state["status"] != "running" or state["run_id"] != context["run_id"]:
+            from airflow.sdk.exceptions import AirflowFailException
+
+            raise AirflowFailException(
+                f"{cfg.name}: the canary was ended elsewhere ({state['status']}: {state['reason']})"
+            )
+        flush_gateway(cfg.serving.gateway_conn_id, self.log)
+        verdict = canary.analyse(cfg, store, state, policy, datetime.fromisoformat(step_start))
+        canary.record(tracking_uri, cfg, state, step, extension, verdict)
+        where = f"step {step + 1}/{len(policy.steps)} ({policy.steps[step]}%)"
+        self.log.info("%s: %s, score %.0f: %s", where, verdict.outcome, verdict.score, verdict.reason)
+        for m in verdict.metrics:
+            self.log.info("  %-10s %-6s %s", m.name, m.verdict, m.reason)
+
+        if verdict.outcome == "pass" and step + 1 < len(policy.steps):
+            state = canary.advance(
+                cfg,
+                store,
+                state,
+                policy,
+                step + 1,
+                f"{where} passed (score {verdict.score:.0f}); now {policy.steps[step + 1]}%",
+            )
+            return self._wait(
+                step=step + 1, step_start=state["step_started_at"], extension=0, minutes=policy.step_minutes
+            )
+        if verdict.outcome == "pass":
+            reason = f"canary v{state['canary_version']} passed all {len(policy.steps)} steps; last: {verdict.reason}"
+            outcome = canary.promote(cfg, store, client, tracking_uri, state, reason)
+        elif verdict.outcome in ("marginal", "nodata") and extension < policy.max_extensions:
+            self.log.info(
+                "%s is %s: extending the step (%d of %d)", where, verdict.outcome, extension + 1, policy.max_extensions
+            )
+            return self._wait(step=step, step_start=step_start, extension=extension + 1, minutes=policy.step_minutes)
+        else:  # fail, or still not enough data / marginal at the deadline: too little data is not a pass
+            why = {
+                "nodata": "too little data by the step's deadline",
+                "marginal": "still marginal at the step's deadline",
+            }.get(verdict.outcome, "failed")
+            reason = f"{where} {why}: {verdict.reason}"
+            outcome = canary.roll_back(cfg, store, client, tracking_uri, state, reason)
+        if cfg.alerts.on_decision:
+            send_alert(
+                cfg.alerts,
+                f"[airflow-mlops] {cfg.name}: canary v{outcome['version']} {outcome['outcome'].replace('_', ' ')}",
+                canary.verdict_text(state, verdict, outcome),
+                context,
+            )
+        return {**outcome, "score": verdict.score, "step": step + 1}
+
+
+class ReleaseTrafficOperator(PipelineOperator):
+    """Teardown of the canary DAG: if the rollout died (failure, timeout, marked failed) while its run
+    still held the traffic split, all traffic goes back to the champion and the canary alias is cleared."""
+
+    per_day = False
+
+    def run_step(self, context, interval):
+        from ml_ops.rollout import canary
+
+        client = self.mlflow_client()
+        released = canary.release(
+            self.cfg,
+            self.store(),
+            client,
+            run_id=context["run_id"],
+            why=f"run {context['run_id']} ended without a verdict",
+        )
+        return released or {"released": False}
+
+
+class RollbackOperator(PipelineOperator):
+    """Manual rollback in one trigger: ends any running canary, then ``champion`` → previous champion."""
+
+    per_day = False
+
+    def run_step(self, context, interval):
+        from ml_ops.airflow.notify import send_alert
+        from ml_ops.pipeline import registry
+        from ml_ops.rollout import canary
+        from ml_ops.rollout.deployment import read_state
+
+        reason = (context.get("params") or {}).get("reason") or "manual rollback"
+        cfg, store, client = self.cfg, self.store(), self.mlflow_client()
+        state = read_state(store, cfg)
+        aborted = None
+        if state["status"] == "running":
+            aborted = canary.roll_back(cfg, store, client, self.tracking_uri(), state, f"aborted by rollback: {reason}")
+        before = registry.current_version(client, cfg.name, "champion")
+        restored = registry.rollback(client, cfg.name, reason=reason)
+        text = f"champion v{before} → v{restored}\nReason: {reason}"
+        if aborted:
+            text += f"\nRunning canary v{aborted['version']} was stopped first."
+        send_alert(cfg.alerts, f"[airflow-mlops] {cfg.name}: rolled back to v{restored}", text, context)
+        return {"champion": restored, "previous": before, "aborted_canary": aborted and aborted["version"]}

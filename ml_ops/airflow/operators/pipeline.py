@@ -1,0 +1,196 @@
+"""Thin Airflow operators over ``ml_ops.pipeline.steps``.
+
+An operator holds the pipeline name (templated), builds its clients from Airflow connections in
+``execute`` (never at parse time), calls one step, and maps the step's outcome onto Airflow:
+``SkipStep`` → skipped, ``DataValidationError`` → failed without retries (the data will not change).
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+
+from airflow.sdk import BaseOperator
+
+from ml_ops.config import Pipeline, load_pipeline_by_name
+from ml_ops.interval import interval_from_context
+
+
+class PipelineOperator(BaseOperator):
+    template_fields = ("pipeline",)
+    ui_color = "#e8f4fd"
+    per_day = True  # steps of a data day get its interval; deployment steps do not have one
+
+    def __init__(self, *, pipeline: str, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.pipeline = pipeline
+
+    @cached_property
+    def cfg(self) -> Pipeline:
+        return load_pipeline_by_name(self.pipeline)
+
+    def store(self):
+        from ml_ops.storage import store_from_airflow
+
+        return store_from_airflow(self.cfg.aws_conn_id)
+
+    def mlflow_client(self):
+        from ml_ops.airflow.hooks import MlflowHook
+
+        return MlflowHook(self.cfg.mlflow_conn_id).get_conn()
+
+    def tracking_uri(self) -> str:
+        from ml_ops.airflow.hooks import MlflowHook
+
+        return MlflowHook(self.cfg.mlflow_conn_id).get_tracking_uri()
+
+    def execute(self, context):
+        from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
+
+        from ml_ops.pipeline.steps import SkipStep
+        from ml_ops.pipeline.validate import DataValidationError
+
+        try:
+            result = self.run_step(context, interval_from_context(context) if self.per_day else None)
+        except SkipStep as skip:
+            raise AirflowSkipException(str(skip)) from None
+        except DataValidationError as failed:
+            raise AirflowFailException(str(failed)) from None
+        self.log.info("%s: %s", self.task_id, result)
+        return result
+
+    def run_step(self, context, interval):
+        raise NotImplementedError
+
+
+class ExtractOperator(PipelineOperator):
+    """Source rows of the run's day → ``raw/ds=<day>/data.parquet``. XCom: ``{uri, rows}``."""
+
+    def run_step(self, context, interval):
+        from airflow.sdk import BaseHook
+
+        from ml_ops.pipeline.steps import extract_step
+
+        engine = BaseHook.get_connection(self.cfg.source.conn_id).get_hook().get_sqlalchemy_engine()
+        return extract_step(self.cfg, self.store(), interval, engine)
+
+
+class ValidateOperator(PipelineOperator):
+    """Expectation suite + statistics vs recent days; reports under ``validation/ds=<day>/``."""
+
+    def run_step(self, context, interval):
+        from ml_ops.pipeline.steps import validate_step
+
+        return validate_step(self.cfg, self.store(), interval)
+
+
+class FeaturesOperator(PipelineOperator):
+    """Raw day (+ lookback days for per-entity history) → ``features/ds=<day>/data.parquet``."""
+
+    def run_step(self, context, interval):
+        from ml_ops.pipeline.steps import features_step
+
+        return features_step(self.cfg, self.store(), interval)
+
+
+class TrainOperator(PipelineOperator):
+    """Fits and registers the challenger; skips until the labelled window exists."""
+
+    def run_step(self, context, interval):
+        from ml_ops.pipeline.steps import train_step
+
+        params = context.get("params") or {}
+        # A run started by the monitoring DAG's retrain request must train anew, not reuse the day's model.
+        triggered_by_alarm = str(getattr(context.get("dag_run"), "run_type", "")).lower().endswith("asset_triggered")
+        force = bool(params.get("force_retrain")) or triggered_by_alarm
+        return train_step(self.cfg, self.store(), interval, self.tracking_uri(), run_id=context["run_id"], force=force)
+
+
+class CompareOperator(PipelineOperator):
+    """Champion vs challenger on one holdout; records and announces the decision. XCom: the decision."""
+
+    template_fields = ("pipeline", "train_result")
+
+    def __init__(self, *, train_result, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.train_result = train_result
+
+    def run_step(self, context, interval):
+        from ml_ops.airflow.notify import send_alert
+        from ml_ops.pipeline.steps import compare_step, decision_text
+
+        record, newly_logged = compare_step(
+            self.cfg, self.store(), interval, self.tracking_uri(), self.train_result, run_id=context["run_id"]
+        )
+        version = record["challenger_version"]
+        verdict = "wins" if record["promote"] else "does not win"
+        if newly_logged and self.cfg.alerts.on_decision:
+            send_alert(
+                self.cfg.alerts,
+                f"[airflow-mlops] {self.cfg.name}: challenger v{version} {verdict}",
+                decision_text(record),
+                context,
+            )
+        return {
+            "promote": bool(record["promote"]),
+            "version": int(version),
+            "champion_version": record.get("champion_version"),
+            "reason": record["reason"],
+        }
+
+
+class PromoteOperator(PipelineOperator):
+    """Winner → ``champion`` (mode direct, previous champion kept for rollback) or ``canary``."""
+
+    template_fields = ("pipeline", "decision")
+
+    def __init__(self, *, decision, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.decision = decision
+
+    def run_step(self, context, interval):
+        from ml_ops.pipeline.steps import promote_step
+
+        return promote_step(self.cfg, self.mlflow_client(), self.decision)
+
+
+class DriftOperator(PipelineOperator):
+    """Nightly drift + quality of the run's day (or of every day in Params start_date..end_date) against
+    the champion's reference; alerts only on an alarm. XCom: the last day's summary (small)."""
+
+    def run_step(self, context, interval):
+        from datetime import date, timedelta
+
+        from ml_ops.airflow.notify import send_alert
+        from ml_ops.interval import DayInterval
+        from ml_ops.monitoring.step import alert_text, drift_step
+        from ml_ops.pipeline.steps import SkipStep
+
+        params = context.get("params") or {}
+        cfg = self.cfg
+        if params.get("columns"):
+            monitoring = cfg.monitoring.model_copy(update={"columns": list(params["columns"])})
+            cfg = cfg.model_copy(update={"monitoring": monitoring})
+        days = [interval]
+        if params.get("start_date") and params.get("end_date"):  # a backfill of reports
+            first, last = date.fromisoformat(params["start_date"]), date.fromisoformat(params["end_date"])
+            days = [DayInterval.for_day(first + timedelta(days=i)) for i in range((last - first).days + 1)]
+        store, tracking_uri, result, skipped = self.store(), self.tracking_uri(), None, []
+        for day in days:
+            try:
+                result = drift_step(cfg, store, day, tracking_uri)
+            except SkipStep as skip:
+                if len(days) == 1:
+                    raise
+                skipped.append(str(skip))
+                continue
+            if result["alarm"]:
+                kinds = [k for k, on in (("drift", result["drift_alarm"]), ("quality", result["quality_alarm"])) if on]
+                send_alert(
+                    cfg.alerts,
+                    f"[airflow-mlops] {cfg.name}: {' and '.join(kinds)} alarm for {day.ds}",
+                    alert_text(result, store),
+                    context,
+                )
+        if result is None:
+            raise SkipStep("; ".join(skipped) or "no day to monitor")
+        return {**result, "skipped": skipped}

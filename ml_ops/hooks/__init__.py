@@ -1,3 +1,0 @@
-from ml_ops.hooks.mlflow import MlflowHook
-
-__all__ = ["MlflowHook"]

@@ -1,0 +1,1 @@
+"""The embedded stack, demo, traffic generator, simulator and Airflow REST client for a laptop."""

@@ -1,0 +1,256 @@
+"""The pipeline's steps: pipeline config + object store + day in, objects written, a small summary out.
+
+Airflow-free, so the operators stay thin (they only build clients from connections and turn
+``SkipStep`` / ``DataValidationError`` into Airflow's skip and fail), and the benchmarks and tests
+run exactly the code the DAGs run.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+from ml_ops.config import Pipeline
+from ml_ops.interval import DayInterval, training_window
+from ml_ops.storage import ObjectStore, partition_uri
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+
+class SkipStep(Exception):
+    """Nothing to do yet, which is not an error (e.g. the training window's history is incomplete)."""
+
+
+def uri(cfg: Pipeline, stage: str, ds: str, filename: str = "data.parquet") -> str:
+    return partition_uri(cfg.prefix(), stage, ds, filename)
+
+
+def decision_log_uri(cfg: Pipeline) -> str:
+    return f"{cfg.prefix()}/decisions/log.jsonl"
+
+
+def existing_partitions(store: ObjectStore, cfg: Pipeline, stage: str, days: list[str]) -> list[str]:
+    """URIs of the partitions among ``days`` that exist, oldest first (absent days are left out)."""
+    present = set(store.list(f"{cfg.prefix()}/{stage}/"))
+    return [u for u in (uri(cfg, stage, d) for d in days) if u in present]
+
+
+def extract_step(cfg: Pipeline, store: ObjectStore, interval: DayInterval, engine) -> dict:
+    from ml_ops.pipeline.extract import extract_interval
+
+    parse_dates = [c for c in (cfg.source.timestamp_column, cfg.target.label_available_column) if c]
+    result = extract_interval(
+        engine, cfg.sql_text(), interval.start, interval.end, store, uri(cfg, "raw", interval.ds), parse_dates
+    )
+    return result.to_xcom()
+
+
+def validate_step(cfg: Pipeline, store: ObjectStore, interval: DayInterval) -> dict:
+    """Writes ``result.json`` and ``report.html`` whatever the outcome, then raises
+    ``DataValidationError`` (naming every failed expectation) if anything failed."""
+    from ml_ops.pipeline.validate import DataValidationError, load_suite, validate_frame
+
+    df = store.read_parquet(uri(cfg, "raw", interval.ds))
+    history_uris = existing_partitions(store, cfg, "raw", interval.previous_days(cfg.validation.history_days))
+    result = validate_frame(
+        df,
+        load_suite(cfg.suite_path()),
+        # Only the compared columns of past days: reading whole partitions dominated the step's time and memory.
+        history=[store.read_parquet(u, columns=cfg.validation.stats_columns or None) for u in history_uris],
+        stats_columns=cfg.validation.stats_columns,
+        max_mean_shift_sigma=cfg.validation.max_mean_shift_sigma,
+    )
+    label = f"{cfg.name} ds={interval.ds}"
+    json_uri = store.write_json(result.to_json(), uri(cfg, "validation", interval.ds, "result.json"))
+    html_uri = store.write_text(result.to_html(label=label), uri(cfg, "validation", interval.ds, "report.html"))
+    if not result.success:
+        raise DataValidationError(result, f"{label} (report: {html_uri})")
+    return {"uri": json_uri, "report": html_uri, "rows": len(df)}
+
+
+def features_step(cfg: Pipeline, store: ObjectStore, interval: DayInterval) -> dict:
+    import pandas as pd
+
+    from ml_ops.pipeline.features import build_features
+
+    today = store.read_parquet(uri(cfg, "raw", interval.ds))
+    history = None
+    if cfg.features.entity_column:
+        uris = existing_partitions(store, cfg, "raw", interval.previous_days(cfg.features.lookback_days))
+        used = [cfg.features.entity_column, cfg.source.timestamp_column, cfg.features.amount_column]
+        history = pd.concat([store.read_parquet(u, columns=used) for u in uris], ignore_index=True) if uris else None
+    keep = (
+        cfg.source.id_column,
+        cfg.source.timestamp_column,
+        *cfg.feature_columns,
+        cfg.target.column,
+        cfg.target.label_available_column,
+    )
+    features = build_features(
+        today,
+        history,
+        entity=cfg.features.entity_column,
+        timestamp=cfg.source.timestamp_column,
+        amount=cfg.features.amount_column,
+        passthrough=list(dict.fromkeys(c for c in keep if c)),
+    )
+    return {"uri": store.write_parquet(features, uri(cfg, "features", interval.ds)), "rows": len(features)}
+
+
+def model_columns(cfg: Pipeline) -> tuple[list[str], list[str]]:
+    """(numeric, categorical) model inputs: the configured columns plus the generated features."""
+    from ml_ops.pipeline.features import FEATURE_COLUMNS_TIME, feature_columns
+
+    generated = feature_columns(cfg.features.entity_column, cfg.features.amount_column)
+    numeric = [*cfg.features.numeric, *FEATURE_COLUMNS_TIME, *generated]
+    return list(dict.fromkeys(numeric)), list(cfg.features.categorical)
+
+
+def load_labelled(store: ObjectStore, uris: list[str], cfg: Pipeline, labels_known_at: datetime) -> pd.DataFrame:
+    """Feature partitions concatenated, keeping rows whose label was known by ``labels_known_at``."""
+    import pandas as pd
+
+    df = pd.concat([store.read_parquet(u) for u in uris], ignore_index=True)
+    keep = df[cfg.target.column].notna()
+    if cfg.target.label_available_column:
+        known_at = pd.to_datetime(df[cfg.target.label_available_column], utc=True)
+        keep &= known_at <= pd.Timestamp(labels_known_at)
+    return df[keep].reset_index(drop=True)
+
+
+def train_step(
+    cfg: Pipeline, store: ObjectStore, interval: DayInterval, tracking_uri: str, *, run_id: str, force: bool = False
+) -> dict:
+    """Fit on the labelled window, register as ``challenger``. Raises ``SkipStep`` until the window exists.
+
+    Idempotent per (pipeline, day): re-running returns the version already registered for the day,
+    unless ``force`` asks for a new one.
+    """
+    import ml_ops
+    from ml_ops.pipeline.train import train_and_register
+
+    window = training_window(interval, cfg.target.label_delay_days, cfg.training.window_days, cfg.training.holdout_days)
+    train_uris = existing_partitions(store, cfg, "features", window.train_days)
+    holdout_uris = existing_partitions(store, cfg, "features", window.holdout_days)
+    missing = len(window.train_days) + len(window.holdout_days) - len(train_uris) - len(holdout_uris)
+    if missing:
+        raise SkipStep(
+            f"not enough labelled history for {interval.ds}: {missing} feature partition(s) of {window.label} missing"
+        )
+    frames = {
+        "training": load_labelled(store, train_uris, cfg, window.labels_known_at),
+        "holdout": load_labelled(store, holdout_uris, cfg, window.labels_known_at),
+    }
+    for name, part in frames.items():
+        classes = part[cfg.target.column].nunique()
+        if len(part) < cfg.training.min_rows or classes < 2:
+            raise SkipStep(
+                f"{name} set of {window.label} has {len(part)} labelled rows and {classes} class(es); "
+                f"need >= {cfg.training.min_rows} rows and both classes"
+            )
+    numeric, categorical = model_columns(cfg)
+    key = f"{cfg.name}:{interval.ds}" + (f":{run_id}" if force else "")
+    result = train_and_register(
+        frames["training"],
+        frames["holdout"],
+        tracking_uri=tracking_uri,
+        experiment=cfg.name,
+        model_name=cfg.name,
+        target=cfg.target.column,
+        numeric=numeric,
+        categorical=categorical,
+        estimator=cfg.model.estimator,
+        params=cfg.model.params,
+        data_uris={"train": train_uris, "holdout": holdout_uris},
+        tags={
+            "pipeline": cfg.name,
+            "data_date": interval.ds,
+            "data_window": window.label,
+            "code_version": ml_ops.code_version(),
+            "validation_uri": uri(cfg, "validation", window.holdout_days[-1], "report.html"),
+            "airflow_run_id": run_id,
+        },
+        seed=cfg.training.seed,
+        run_name=f"train {interval.ds}",
+        idempotency_key=key,
+    )
+    return {
+        "version": int(result.version),
+        "run_id": result.run_id,
+        "model_uri": result.model_uri,
+        "holdout_uris": holdout_uris,
+        "labels_known_at": window.labels_known_at.isoformat(),
+        "metrics": {k: round(float(v), 6) for k, v in result.metrics.items()},
+    }
+
+
+def compare_step(
+    cfg: Pipeline, store: ObjectStore, interval: DayInterval, tracking_uri: str, trained: dict, *, run_id: str
+) -> tuple[dict, bool]:
+    """Champion/challenger on the same holdout; the decision goes to MLflow (tags + comparison run)
+    and the S3 decision log. Returns (record, newly_logged). Never moves an alias."""
+    from ml_ops.pipeline.compare import Policy, compare_and_record
+
+    holdout = load_labelled(store, trained["holdout_uris"], cfg, datetime.fromisoformat(trained["labels_known_at"]))
+    p = cfg.promotion
+    decision = compare_and_record(
+        tracking_uri=tracking_uri,
+        model_name=cfg.name,
+        challenger_version=int(trained["version"]),
+        holdout_df=holdout,
+        target=cfg.target.column,
+        policy=Policy(
+            primary_metric=p.primary_metric,
+            floors=dict(p.floors),
+            min_improvement=dict(p.min_improvement),
+            require_significant=p.require_significant,
+            bootstrap_samples=p.bootstrap_samples,
+            confidence=p.confidence,
+        ),
+        experiment=cfg.name,
+        idempotency_key=f"{cfg.name}:v{trained['version']}",
+        seed=cfg.training.seed,
+    )
+    record = {
+        **decision.to_dict(),
+        "key": f"{cfg.name}:v{trained['version']}",
+        "pipeline": cfg.name,
+        "data_date": interval.ds,
+        "airflow_run_id": run_id,
+        "mode": p.mode,
+    }
+    newly_logged = store.append_jsonl(decision_log_uri(cfg), record, key="key")
+    return record, newly_logged
+
+
+def decision_text(record: dict) -> str:
+    """A person-readable account of a decision, for alerts."""
+    lines = [record["reason"], f"Data date: {record['data_date']}", "Checks:"]
+    for check in record.get("checks", []):
+        mark = "pass" if check.get("passed") else "FAIL"
+        lines.append(f"  [{mark}] {check.get('name')}: {check.get('value')} vs {check.get('threshold')}")
+    return "\n".join(lines)
+
+
+def promote_step(cfg: Pipeline, client, decision: dict) -> dict:
+    """Move the winner forward, unless the champion changed since the comparison (a stale re-run
+    of an old day must not put an older model back)."""
+    from ml_ops.pipeline.registry import current_version, promote
+
+    version = int(decision["version"])
+    current = current_version(client, cfg.name, "champion")
+    if current == version:
+        return {"champion": version, "previous": None, "moved": None, "note": "already champion"}
+    if current != decision.get("champion_version"):
+        raise SkipStep(
+            f"champion is v{current} now, but v{version} was compared with v{decision.get('champion_version')}; "
+            "re-run the comparison"
+        )
+    if cfg.promotion.mode == "canary" and current is not None:
+        # The canary DAG (scheduled on this task's Asset) shifts traffic and decides; a first model has
+        # nothing to be judged against and becomes champion directly.
+        client.set_registered_model_alias(cfg.name, "canary", str(version))
+        return {"canary": version, "champion": current, "moved": "canary"}
+    previous = promote(client, cfg.name, version, reason=decision["reason"])
+    return {"champion": version, "previous": previous, "moved": "champion"}

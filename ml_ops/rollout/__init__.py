@@ -1,0 +1,1 @@
+"""Deployment state, the canary judge and the canary rollout logic (Airflow-free)."""

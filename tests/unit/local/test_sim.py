@@ -1,0 +1,185 @@
+from datetime import date, datetime, timedelta
+
+import pandas as pd
+import pytest
+import sqlalchemy as sa
+
+from ml_ops.local.sim import (
+    ConceptChange,
+    CovariateShift,
+    generate_transactions,
+    generate_tumors,
+    load_source,
+)
+from ml_ops.local.sim.transactions import CATEGORIES, CHANNELS, COLUMNS, DEVICES
+
+START = date(2024, 3, 4)
+
+
+def day_rows(df, day, col="ts"):
+    lo = pd.Timestamp(day)
+    return df[(df[col] >= lo) & (df[col] < lo + pd.Timedelta(days=1))].reset_index(drop=True)
+
+
+@pytest.fixture(scope="module")
+def month():
+    return generate_transactions(START, 28, rows_per_day=2000, n_customers=1500)
+
+
+def test_same_seed_same_frame_other_seed_differs():
+    a = generate_transactions(START, 3, rows_per_day=500)
+    pd.testing.assert_frame_equal(a, generate_transactions(START, 3, rows_per_day=500), check_exact=True)
+    b = generate_transactions(START, 3, rows_per_day=500, seed=8)
+    assert not a.amount.equals(b.amount)
+
+
+def test_day_alone_equals_day_inside_a_longer_range(month):
+    day = START + timedelta(days=9)
+    alone = generate_transactions(day, 1, rows_per_day=2000, n_customers=1500)
+    pd.testing.assert_frame_equal(alone, day_rows(month, day), check_exact=True)
+    pieces = pd.concat(
+        [
+            generate_transactions(START, 5, rows_per_day=2000, n_customers=1500),
+            generate_transactions(START + timedelta(days=5), 23, rows_per_day=2000, n_customers=1500),
+        ],
+        ignore_index=True,
+    )
+    pd.testing.assert_frame_equal(pieces, month, check_exact=True)
+
+
+def test_schema_and_dtypes(month):
+    assert list(month.columns) == COLUMNS
+    assert month.transaction_id.is_unique
+    assert month.transaction_id.iloc[0] == "t20240304-000000"
+    for c in ("ts", "label_available_at"):
+        assert month[c].dtype == "datetime64[ns]"
+    for c in ("customer_age", "account_age_days", "is_fraud"):
+        assert month[c].dtype == "int64", c
+    assert month.amount.dtype == "float64" and (month.amount > 0).all()
+    assert set(month.merchant_category) <= set(CATEGORIES)
+    assert set(month.channel) == set(CHANNELS)
+    assert set(month.device) == set(DEVICES)
+    assert month.country.str.fullmatch(r"[A-Z]{2}").all()
+    assert set(month.is_fraud) == {0, 1}
+    assert month.customer_age.between(18, 90).all() and (month.account_age_days >= 0).all()
+    assert month.ts.is_monotonic_increasing
+    assert month.notna().all().all()
+
+
+def test_volume_and_fraud_rate(month):
+    per_day = month.groupby(month.ts.dt.date).size()
+    assert len(per_day) == 28 and per_day.between(1600, 2400).all()
+    # Weekends differ from mid-week (the weekday profile), by a little.
+    by_dow = month.groupby(month.ts.dt.dayofweek).size()
+    assert by_dow.max() / by_dow.min() > 1.1
+    assert 0.018 <= month.is_fraud.mean() <= 0.032
+    night = month.ts.dt.hour < 5
+    assert night.mean() < 0.06  # realistic hour profile: few legit night transactions...
+    assert month[night].is_fraud.mean() > 3 * month.is_fraud.mean()  # ...where fraud is over-represented
+
+
+def test_customers_have_stable_profiles(month):
+    per_cust = month.groupby("customer_id").agg(
+        n_age=("customer_age", "nunique"), n_days=("ts", lambda s: s.dt.date.nunique())
+    )
+    assert (per_cust.n_age == 1).all()
+    assert per_cust.n_days.median() > 5  # the same customers come back day after day
+    # Account age grows by one a day for the same customer id.
+    c = month.groupby("customer_id").filter(lambda g: len(g) > 10).customer_id.iloc[0]
+    g = month[month.customer_id == c]
+    assert ((g.account_age_days - (g.ts - g.ts.iloc[0]).dt.days) == g.account_age_days.iloc[0]).all()
+
+
+def test_fraud_signal_is_learnable(month):
+    legit, fraud = month[month.is_fraud == 0], month[month.is_fraud == 1]
+    assert fraud.amount.median() > 1.5 * legit.amount.median()
+    assert (fraud.device == "unknown").mean() > 5 * (legit.device == "unknown").mean()
+    assert (fraud.account_age_days < 90).mean() > 2 * (legit.account_age_days < 90).mean()
+
+
+def test_label_delay_respected(month):
+    delay = month.label_available_at - month.ts
+    assert (delay >= pd.Timedelta(days=3)).all() and (delay <= pd.Timedelta(days=3, hours=12)).all()
+    assert delay.nunique() > 100  # jittered
+    one = generate_transactions(START, 1, rows_per_day=200, label_delay_days=1)
+    assert ((one.label_available_at - one.ts) < pd.Timedelta(days=2)).all()
+
+
+def test_covariate_shift_changes_distributions_from_its_day():
+    shift = START + timedelta(days=3)
+    base = generate_transactions(START, 6, rows_per_day=2000)
+    shifted = generate_transactions(START, 6, rows_per_day=2000, events=[CovariateShift(shift, share=0.3)])
+    before = base.ts < pd.Timestamp(shift)
+    pd.testing.assert_frame_equal(shifted[shifted.ts < pd.Timestamp(shift)], base[before])
+    after, ref = shifted[shifted.ts >= pd.Timestamp(shift)], base[~before]
+    assert after.customer_age.mean() < ref.customer_age.mean() - 5
+    assert after.country.isin(["GB", "IE", "SE", "PT"]).mean() > 0.15
+    assert ref.country.isin(["GB", "IE", "SE", "PT"]).mean() < 0.03
+    assert (after.channel == "online").mean() > (ref.channel == "online").mean() + 0.05
+
+
+def test_concept_change_moves_fraud_to_small_contactless():
+    change = START + timedelta(days=4)
+    df = generate_transactions(START, 8, rows_per_day=3000, events=[ConceptChange(change)])
+    fraud = df[df.is_fraud == 1]
+    old, new = fraud[fraud.ts < pd.Timestamp(change)], fraud[fraud.ts >= pd.Timestamp(change)]
+    assert new.amount.max() <= 25 and old.amount.median() > 2 * new.amount.median()
+    assert (new.channel.isin(["contactless", "pos"])).all() and (new.device == "terminal").all()
+    assert (old.channel == "online").mean() > 0.3
+    assert 0.015 <= df[df.ts >= pd.Timestamp(change)].is_fraud.mean() <= 0.035
+
+
+def test_event_validation():
+    with pytest.raises(ValueError, match="share"):
+        generate_transactions(START, 1, events=[CovariateShift(START, share=1.5)])
+    assert len(generate_transactions(START, 0)) == 0
+
+
+def test_tumors_schema_and_determinism():
+    t = generate_tumors(START, 3, rows_per_day=150)
+    assert len(t) == 450 and t.sample_id.is_unique
+    assert list(t.columns[:3]) == ["sample_id", "observed_at", "mean_radius"]
+    assert list(t.columns[-3:]) == ["worst_fractal_dimension", "malignant", "label_available_at"]
+    assert t.shape[1] == 34 and t.observed_at.dtype == "datetime64[ns]" and t.malignant.dtype == "int64"
+    assert 0.25 < t.malignant.mean() < 0.5  # sklearn's data is 37 % malignant
+    assert t.groupby("malignant").mean_radius.mean()[1] > t.groupby("malignant").mean_radius.mean()[0]
+    assert ((t.label_available_at - t.observed_at) >= pd.Timedelta(days=1)).all()
+    pd.testing.assert_frame_equal(
+        day_rows(t, START + timedelta(days=2), "observed_at"),
+        generate_tumors(START + timedelta(days=2), 1, rows_per_day=150),
+        check_exact=True,
+    )
+
+
+def test_load_source_is_idempotent_and_queryable(tmp_path):
+    url = f"sqlite:///{tmp_path / 'source.db'}"
+    df = generate_transactions(START, 3, rows_per_day=300)
+    res = load_source(url, "transactions", df)
+    assert (res.rows_written, res.rows_deleted, res.first_day, res.last_day) == (
+        len(df),
+        0,
+        START,
+        START + timedelta(days=2),
+    )
+    # Reload the middle day and one new day: the middle day is replaced, not duplicated; day 1 is untouched.
+    again = generate_transactions(START + timedelta(days=2), 2, rows_per_day=300)
+    res2 = load_source(url, "transactions", again)
+    assert res2.rows_deleted == len(day_rows(df, START + timedelta(days=2)))
+    engine = sa.create_engine(url)
+    with engine.connect() as c:
+        n, n_ids = c.execute(sa.text("SELECT count(*), count(DISTINCT transaction_id) FROM transactions")).one()
+        got = pd.read_sql(
+            sa.text("SELECT * FROM transactions WHERE ts >= :start AND ts < :end ORDER BY ts"),
+            c,
+            params={"start": datetime(2024, 3, 5), "end": datetime(2024, 3, 6)},
+            parse_dates=["ts", "label_available_at"],
+        )
+        indexes = sa.inspect(c).get_indexes("transactions")
+    engine.dispose()
+    expected = pd.concat([df[df.ts < pd.Timestamp(START + timedelta(days=2))], again], ignore_index=True)
+    assert n == n_ids == len(expected)
+    pd.testing.assert_frame_equal(got, day_rows(df, START + timedelta(days=1)), check_dtype=False)
+    assert any(ix["column_names"] == ["ts"] for ix in indexes)
+    load_source(url, "tumors", generate_tumors(START, 1, rows_per_day=20))  # observed_at detected as timestamp
+    with pytest.raises(KeyError, match="timestamp"):
+        load_source(url, "other", pd.DataFrame({"x": [1]}))
