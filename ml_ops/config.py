@@ -14,6 +14,8 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from ml_ops import layout
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 METRICS = ("roc_auc", "pr_auc", "f1", "precision", "recall", "log_loss")
 
@@ -254,7 +256,7 @@ class Pipeline(_Strict):
         return include_dir() / self.validation.suite
 
     def prefix(self) -> str:
-        return f"s3://{self.bucket}/pipelines/{self.name}"
+        return layout.pipeline_prefix(self.bucket, self.name)
 
 
 class ConfigError(ValueError):

@@ -26,11 +26,6 @@ def parse_uri(uri: str) -> tuple[str, str]:
     return parsed.netloc, parsed.path.lstrip("/")
 
 
-def partition_uri(prefix: str, stage: str, ds: str, filename: str = "data.parquet") -> str:
-    """``s3://<bucket>/pipelines/<p>/<stage>/ds=<ds>/<filename>``."""
-    return f"{prefix.rstrip('/')}/{stage}/ds={ds}/{filename}"
-
-
 @dataclass
 class ObjectStore:
     client: Any  # a boto3 S3 client

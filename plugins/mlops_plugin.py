@@ -18,6 +18,7 @@ from airflow.plugins_manager import AirflowPlugin
 from airflow.sdk import BaseOperatorLink
 from mlops_reports import URL_PREFIX, create_app, report_path
 
+from ml_ops import layout
 from ml_ops.airflow.operators import pipeline as ops
 
 DAG_SUFFIXES = ("_training", "_drift", "_monitoring")
@@ -51,8 +52,8 @@ def champion_version_url(ui: str, model: str, xcom: dict | None) -> str:
     return f"{ui}/#/models/{quote(model)}/versions/{int(version)}" if version is not None else ""
 
 
-def report_key(pipeline: str, stage: str, ds: str, filename: str = "report.html") -> str:
-    return f"pipelines/{pipeline}/{stage}/ds={ds}/{filename}"
+def report_key(pipeline: str, stage: str, ds: str, filename: str = layout.REPORT_FILE) -> str:
+    return layout.partition(layout.pipeline_key(pipeline), stage, ds, filename)
 
 
 def report_url(base_url: str, key: str) -> str:

@@ -17,13 +17,11 @@ from typing import Annotated, Any
 from fastapi import Depends, FastAPI, HTTPException, Request, status
 from fastapi.responses import StreamingResponse
 
+from ml_ops import layout
+
 URL_PREFIX = "/mlops"
 REPORT_ROUTE = "/reports"
-# pipeline names follow ml_ops.config.Pipeline.name; stages are the ones that write reports
-REPORT_KEY = re.compile(
-    r"^pipelines/(?P<pipeline>[a-z][a-z0-9_]{1,40})/(?P<stage>validation|drift)/"
-    r"ds=\d{4}-\d{2}-\d{2}/(?P<file>[A-Za-z0-9_][A-Za-z0-9_.-]{0,100})\.(?P<ext>html|json)$"
-)
+REPORT_KEY = layout.REPORT_KEY  # pipelines/<p>/<validation|drift>/ds=<day>/<file>.<html|json>
 CONTENT_TYPES = {"html": "text/html; charset=utf-8", "json": "application/json"}
 
 

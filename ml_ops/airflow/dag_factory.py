@@ -11,6 +11,7 @@ import os
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+from ml_ops import layout
 from ml_ops.config import ConfigError, Pipeline, load_pipeline, pipeline_files
 
 log = logging.getLogger(__name__)
@@ -128,7 +129,7 @@ def build_training_dag(cfg: Pipeline):
             return bool(decision["promote"])
 
         promote = PromoteOperator(task_id="promote", pipeline=cfg.name, decision=compare.output)
-        handed_on = "canary" if p.mode == "canary" else "champion"
+        handed_on = layout.CANARY if p.mode == "canary" else layout.CHAMPION
 
         @task.short_circuit(task_id=f"new_{handed_on}")
         def new_version(result: dict, handed_on: str) -> bool:
@@ -139,9 +140,7 @@ def build_training_dag(cfg: Pipeline):
         new_version(promote.output, handed_on) >> EmptyOperator(
             task_id=f"announce_{handed_on}",
             # Named, not s3:// URI'd: an s3 URI makes Airflow import the amazon provider at parse time.
-            outlets=[
-                Asset(name=f"{cfg.name}_{handed_on}", extra={"decision_log": f"{cfg.prefix()}/decisions/log.jsonl"})
-            ],
+            outlets=[Asset(name=f"{cfg.name}_{handed_on}", extra={"decision_log": layout.decision_log(cfg.prefix())})],
         )
         extract >> validate >> features >> train
         challenger_won(compare.output) >> promote

@@ -34,6 +34,8 @@ from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from ml_ops.jsonable import to_jsonable
+
 if TYPE_CHECKING:
     from ml_ops.config import Pipeline
     from ml_ops.storage import ObjectStore
@@ -100,18 +102,6 @@ class TrafficStats:
 # --------------------------------------------------------------------------- the rows
 
 
-def _json_safe(value):
-    if value is None:
-        return None
-    if hasattr(value, "item"):  # numpy scalar
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if hasattr(value, "isoformat"):
-        return value.isoformat()
-    return value
-
-
 def request_columns(cfg: Pipeline, gateway_url: str | None = None, token: str | None = None) -> list[str]:
     """The model's inputs as the gateway reports them (its champion's signature), else the configured
     columns; plus the routing key and the id column."""
@@ -158,7 +148,7 @@ def load_rows(cfg: Pipeline, store: ObjectStore, columns: list[str], *, days: in
     if cfg.source.timestamp_column in df.columns:
         df = df.sort_values(cfg.source.timestamp_column, kind="stable").reset_index(drop=True)
     present = [c for c in columns if c in df.columns]
-    rows = [[_json_safe(v) for v in rec] for rec in df[present].itertuples(index=False, name=None)]
+    rows = [[to_jsonable(v) for v in rec] for rec in df[present].itertuples(index=False, name=None)]
     labels = [None if pd.isna(v) else int(v) for v in df[target]] if target in df.columns else [None] * len(df)
     return present, rows, labels
 

@@ -28,10 +28,12 @@ import functools
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Protocol
+from typing import Protocol
 
 import numpy as np
 import pandas as pd
+
+from ml_ops.jsonable import to_jsonable as _jsonable
 
 MISSING = "__missing__"
 RARE = "__rare__"
@@ -456,14 +458,6 @@ def drift_report(
         sampled_current=len(cur),
         evidently_agrees=agrees,
     )
-
-
-def _jsonable(obj: Any) -> Any:
-    import json
-
-    from evidently.legacy.utils.numpy_encoder import NumpyEncoder
-
-    return json.loads(json.dumps(obj, cls=NumpyEncoder))
 
 
 def alarm_text(result: DriftResult) -> str:

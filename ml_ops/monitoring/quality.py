@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-SCORE_THRESHOLD = 0.5  # same cut-off as training's threshold metrics (ml_ops.pipeline.train.SCORE_THRESHOLD)
+from ml_ops.scoring import SCORE_THRESHOLD  # noqa: E402 - training's cut-off
 
 
 @dataclass

@@ -18,6 +18,7 @@ import logging
 from datetime import date, datetime, timezone
 from typing import TYPE_CHECKING
 
+from ml_ops import layout
 from ml_ops.config import Pipeline
 from ml_ops.interval import DayInterval
 from ml_ops.pipeline.steps import SkipStep, uri
@@ -41,11 +42,11 @@ MIN_PER_CLASS = 20
 
 
 def monitoring_experiment(cfg: Pipeline) -> str:
-    return f"{cfg.name}-monitoring"
+    return layout.monitoring_experiment(cfg.name)
 
 
 def retrain_log_uri(cfg: Pipeline) -> str:
-    return f"{cfg.prefix()}/drift/retrain_log.jsonl"
+    return layout.retrain_log(cfg.prefix())
 
 
 def day_step(ds: str) -> int:
@@ -73,10 +74,9 @@ class Champion:
         from mlflow import MlflowClient
 
         from ml_ops.pipeline.registry import current_version
-        from ml_ops.pipeline.train import REFERENCE_ARTIFACT
 
         client = MlflowClient(tracking_uri)
-        version = current_version(client, cfg.name, "champion")
+        version = current_version(client, cfg.name, layout.CHAMPION)
         if version is None:
             raise SkipStep(f"{cfg.name}: no champion model yet; nothing to monitor")
         mv = client.get_model_version(cfg.name, str(version))
@@ -84,7 +84,7 @@ class Champion:
         self.run_id = mv.run_id
         self.model = mlflow.pyfunc.load_model(f"models:/{cfg.name}/{version}")
         path = mlflow.artifacts.download_artifacts(
-            run_id=mv.run_id, artifact_path=REFERENCE_ARTIFACT, tracking_uri=tracking_uri
+            run_id=mv.run_id, artifact_path=layout.REFERENCE_ARTIFACT, tracking_uri=tracking_uri
         )
         self.reference = pd.read_parquet(path)
         run = client.get_run(mv.run_id)
@@ -97,13 +97,9 @@ class Champion:
         self.inputs = schema.input_names() if schema is not None and schema.has_input_names() else []
 
     def score(self, df: pd.DataFrame):
-        import numpy as np
+        from ml_ops.scoring import score
 
-        from ml_ops.pipeline.compare import model_input
-
-        out = self.model.predict(model_input(self.model, df))
-        arr = np.asarray(out.to_numpy() if hasattr(out, "to_numpy") else out, dtype="float64")
-        return arr[:, 1] if arr.ndim == 2 and arr.shape[1] == 2 else arr.reshape(-1)
+        return score(self.model, df)
 
 
 def monitoring_columns(cfg: Pipeline, champion: Champion) -> list[str]:
@@ -115,8 +111,7 @@ def monitoring_columns(cfg: Pipeline, champion: Champion) -> list[str]:
 # --------------------------------------------------------------------------- current data
 
 
-SERVING_LOGS = "serving_logs"
-FEATURES = "features"
+SERVING_LOGS, FEATURES = layout.SERVING_LOGS, layout.FEATURES  # the current data's two sources
 
 
 def _check_columns(cfg: Pipeline, ds: str, what: str, df: pd.DataFrame, required: list[str]) -> None:
@@ -143,7 +138,7 @@ def _check_columns(cfg: Pipeline, ds: str, what: str, df: pd.DataFrame, required
 def load_current(cfg: Pipeline, store: ObjectStore, ds: str, required: list[str], why: str = "") -> pd.DataFrame:
     """The day's features partition; missing, unreadable, empty or schema-mismatched → ``_no_data``
     (``why``: why the features stand in, appended to that message)."""
-    part = uri(cfg, "features", ds)
+    part = uri(cfg, layout.FEATURES, ds)
     also = f"; {why}" if why else ""
     if not store.exists(part):
         _no_data(cfg, ds, f"{part} does not exist (features not built for this day?){also}")
@@ -159,9 +154,8 @@ def load_current(cfg: Pipeline, store: ObjectStore, ds: str, required: list[str]
 
 def serving_log_parts(cfg: Pipeline, store: ObjectStore, ds: str) -> list[str]:
     """The day's ``serving_logs/ds=<day>/hour=<hh>/part-*.parquet`` objects, in hour order."""
-    from ml_ops.rollout.deployment import serving_logs_prefix
 
-    prefix = f"{serving_logs_prefix(cfg)}/ds={ds}/"
+    prefix = layout.day_prefix(cfg.prefix(), layout.SERVING_LOGS, ds)
     names = ((u, u.rsplit("/", 1)[-1]) for u in store.list(prefix))
     return [u for u, name in names if name.startswith("part-") and name.endswith(".parquet")]
 
@@ -178,12 +172,10 @@ def load_serving_logs(
     ``info``: uris, rows read, rows dropped as failed predictions and as canary-routed."""
     import pandas as pd
 
-    from ml_ops.rollout.deployment import serving_logs_prefix
-
     parts = serving_log_parts(cfg, store, ds)
     info: dict = {"uris": parts, "rows_logged": 0, "dropped_errors": 0, "dropped_canary": 0}
     if not parts:
-        info["note"] = f"no serving logs under {serving_logs_prefix(cfg)}/ds={ds}/"
+        info["note"] = f"no serving logs under {layout.day_prefix(cfg.prefix(), layout.SERVING_LOGS, ds)}"
         return None, info
     frames = []
     for part in parts:
@@ -205,7 +197,7 @@ def load_serving_logs(
         if c in cfg.features.numeric:
             logs[c] = pd.to_numeric(logs[c], errors="coerce")
     failed = logs["error"].notna()
-    champion = logs["route"].astype("string").eq("champion").fillna(False).astype(bool)
+    champion = logs["route"].astype("string").eq(layout.CHAMPION).fillna(False).astype(bool)
     info.update(
         rows_logged=len(logs),
         dropped_errors=int(failed.sum()),
@@ -245,7 +237,7 @@ def current_data(
     features = load_current(cfg, store, ds, required, why=info.get("note", ""))
     current = features[required].reset_index(drop=True)
     current[SCORE_COLUMN] = champion.score(current)
-    part = uri(cfg, "features", ds)
+    part = uri(cfg, layout.FEATURES, ds)
     return current, {"source": FEATURES, "uris": [part], "rows": len(current), "note": info.get("note", "")}
 
 

@@ -15,37 +15,16 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ml_ops.pipeline.train import GREATER_IS_BETTER, METRIC_NAMES, SCORE_THRESHOLD, classification_metrics
+from ml_ops import layout
+from ml_ops.jsonable import to_jsonable as _jsonable
+from ml_ops.pipeline.train import GREATER_IS_BETTER, METRIC_NAMES, classification_metrics
+from ml_ops.scoring import SCORE_THRESHOLD, model_input, score  # noqa: F401 - model_input: public here before
 
-CHAMPION_ALIAS = "champion"
+CHAMPION_ALIAS = layout.CHAMPION
 DECISION_ARTIFACT = "decision.json"
 
 
 # --------------------------------------------------------------------------- scoring
-
-
-def model_input(model, df: pd.DataFrame) -> pd.DataFrame:
-    """The columns the model's signature names, integers widened to float (the signature declares
-    numeric inputs as double so that missing values are allowed; MLflow will not widen by itself)."""
-    schema = model.metadata.get_input_schema()
-    if schema is None or not schema.has_input_names():
-        return df
-    names = schema.input_names()
-    missing = [c for c in names if c not in df.columns]
-    if missing:
-        raise ValueError(f"model input is missing column(s) {missing}")
-    out = df[names].copy()
-    ints = out.select_dtypes("integer").columns
-    out[ints] = out[ints].astype("float64")
-    return out
-
-
-def _score(model, df: pd.DataFrame) -> np.ndarray:
-    out = model.predict(model_input(model, df))
-    arr = np.asarray(out.to_numpy() if hasattr(out, "to_numpy") else out, dtype="float64")
-    if arr.ndim == 2 and arr.shape[1] == 2:  # sklearn-flavor model logged with predict_proba
-        arr = arr[:, 1]
-    return arr.reshape(-1)
 
 
 def score_model(model_uri: str, df: pd.DataFrame, target: str) -> tuple[dict[str, float], np.ndarray]:
@@ -55,7 +34,7 @@ def score_model(model_uri: str, df: pd.DataFrame, target: str) -> tuple[dict[str
     if target not in df.columns:
         raise ValueError(f"score_model: target column {target!r} not in holdout")
     model = mlflow.pyfunc.load_model(model_uri)
-    y_score = _score(model, df.drop(columns=[target]))
+    y_score = score(model, df.drop(columns=[target]))
     return classification_metrics(df[target].to_numpy(), y_score), y_score
 
 
@@ -195,21 +174,6 @@ class Decision:
         if d.get("bootstrap"):
             d["bootstrap"] = BootstrapResult(**{k: (math.nan if v is None else v) for k, v in d["bootstrap"].items()})
         return cls(**d)
-
-
-def _jsonable(x):
-    """Plain JSON types; NaN/inf become None (strict JSON has no NaN)."""
-    if isinstance(x, dict):
-        return {str(k): _jsonable(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_jsonable(v) for v in x]
-    if isinstance(x, (bool, np.bool_)):
-        return bool(x)
-    if isinstance(x, (int, np.integer)):
-        return int(x)
-    if isinstance(x, (float, np.floating)):
-        return float(x) if math.isfinite(x) else None
-    return x
 
 
 def _passes(metric: str, value: float, threshold: float) -> bool:

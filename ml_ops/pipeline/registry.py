@@ -13,6 +13,8 @@ from datetime import datetime, timezone
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
+from ml_ops import layout
+
 HISTORY_MAX_ENTRIES = 30
 _HISTORY_MAX_CHARS = 4800  # registered-model tag values are limited (5000 chars on some stores)
 
@@ -25,7 +27,7 @@ def _history_key(alias: str) -> str:
     return f"{alias}_history"
 
 
-def current_version(client: MlflowClient, model_name: str, alias: str = "champion") -> int | None:
+def current_version(client: MlflowClient, model_name: str, alias: str = layout.CHAMPION) -> int | None:
     """Version currently holding `alias`, or None."""
     try:
         return int(client.get_model_version_by_alias(model_name, alias).version)
@@ -33,7 +35,7 @@ def current_version(client: MlflowClient, model_name: str, alias: str = "champio
         return None
 
 
-def get_history(client: MlflowClient, model_name: str, alias: str = "champion") -> list[dict]:
+def get_history(client: MlflowClient, model_name: str, alias: str = layout.CHAMPION) -> list[dict]:
     raw = client.get_registered_model(model_name).tags.get(_history_key(alias))
     if not raw:
         return []
@@ -76,7 +78,7 @@ def _exists(client: MlflowClient, model_name: str, version: int) -> bool:
 
 
 def promote(
-    client: MlflowClient, model_name: str, version: int | str, *, reason: str, alias: str = "champion"
+    client: MlflowClient, model_name: str, version: int | str, *, reason: str, alias: str = layout.CHAMPION
 ) -> int | None:
     """Point `alias` at `version`; returns the version that held it before (None if none or if
     `version` already held it: no-op, but a missing history entry is repaired)."""
@@ -101,7 +103,7 @@ def promote(
     return previous
 
 
-def previous_champion(client: MlflowClient, model_name: str, alias: str = "champion") -> int | None:
+def previous_champion(client: MlflowClient, model_name: str, alias: str = layout.CHAMPION) -> int | None:
     """The version a rollback would restore: the last earlier holder that still exists."""
     current = current_version(client, model_name, alias)
     for v in reversed(_stack(get_history(client, model_name, alias))):
@@ -110,7 +112,7 @@ def previous_champion(client: MlflowClient, model_name: str, alias: str = "champ
     return None
 
 
-def rollback(client: MlflowClient, model_name: str, *, reason: str, alias: str = "champion") -> int:
+def rollback(client: MlflowClient, model_name: str, *, reason: str, alias: str = layout.CHAMPION) -> int:
     """Move `alias` back to the previous holder; records it in history and on both versions."""
     target = previous_champion(client, model_name, alias)
     if target is None:

@@ -10,9 +10,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import TYPE_CHECKING
 
+from ml_ops import layout
 from ml_ops.config import Pipeline
 from ml_ops.interval import DayInterval, training_window
-from ml_ops.storage import ObjectStore, partition_uri
+from ml_ops.storage import ObjectStore
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -23,16 +24,16 @@ class SkipStep(Exception):
 
 
 def uri(cfg: Pipeline, stage: str, ds: str, filename: str = "data.parquet") -> str:
-    return partition_uri(cfg.prefix(), stage, ds, filename)
+    return layout.partition(cfg.prefix(), stage, ds, filename)
 
 
 def decision_log_uri(cfg: Pipeline) -> str:
-    return f"{cfg.prefix()}/decisions/log.jsonl"
+    return layout.decision_log(cfg.prefix())
 
 
 def existing_partitions(store: ObjectStore, cfg: Pipeline, stage: str, days: list[str]) -> list[str]:
     """URIs of the partitions among ``days`` that exist, oldest first (absent days are left out)."""
-    present = set(store.list(f"{cfg.prefix()}/{stage}/"))
+    present = set(store.list(layout.stage_prefix(cfg.prefix(), stage) + "/"))
     return [u for u in (uri(cfg, stage, d) for d in days) if u in present]
 
 
@@ -239,7 +240,7 @@ def promote_step(cfg: Pipeline, client, decision: dict) -> dict:
     from ml_ops.pipeline.registry import current_version, promote
 
     version = int(decision["version"])
-    current = current_version(client, cfg.name, "champion")
+    current = current_version(client, cfg.name, layout.CHAMPION)
     if current == version:
         return {"champion": version, "previous": None, "moved": None, "note": "already champion"}
     if current != decision.get("champion_version"):
@@ -250,7 +251,7 @@ def promote_step(cfg: Pipeline, client, decision: dict) -> dict:
     if cfg.promotion.mode == "canary" and current is not None:
         # The canary DAG (scheduled on this task's Asset) shifts traffic and decides; a first model has
         # nothing to be judged against and becomes champion directly.
-        client.set_registered_model_alias(cfg.name, "canary", str(version))
+        client.set_registered_model_alias(cfg.name, layout.CANARY, str(version))
         return {"canary": version, "champion": current, "moved": "canary"}
     previous = promote(client, cfg.name, version, reason=decision["reason"])
     return {"champion": version, "previous": previous, "moved": "champion"}

@@ -45,14 +45,16 @@ from sklearn.metrics import (
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
-SCORE_THRESHOLD = 0.5  # probability cut-off for f1 / precision / recall
+from ml_ops import layout
+from ml_ops.scoring import SCORE_THRESHOLD  # noqa: E402,F401 - the cut-off for f1 / precision / recall
+
 METRIC_NAMES = ("roc_auc", "pr_auc", "f1", "precision", "recall", "log_loss")
 GREATER_IS_BETTER = {m: m != "log_loss" for m in METRIC_NAMES}
 PINNED_PACKAGES = ("mlflow", "scikit-learn", "pandas", "numpy", "cloudpickle")
-CHALLENGER_ALIAS = "challenger"
+CHALLENGER_ALIAS = layout.CHALLENGER
 IDEMPOTENCY_TAG = "idempotency_key"
 MODEL_ARTIFACT_NAME = "model"
-REFERENCE_ARTIFACT = "reference/reference.parquet"
+REFERENCE_ARTIFACT = layout.REFERENCE_ARTIFACT
 REFERENCE_SCORE_COLUMN = "score"
 PERMUTATION_MAX_ROWS = 2000  # bounds permutation-importance cost: rows x features x repeats
 PERMUTATION_REPEATS = 3

@@ -11,6 +11,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING
 
+from ml_ops import layout
 from ml_ops.config import Canary, Pipeline
 from ml_ops.rollout.deployment import (
     feedback_prefix,
@@ -27,7 +28,7 @@ if TYPE_CHECKING:
     from ml_ops.rollout.judge import Verdict
     from ml_ops.storage import ObjectStore
 
-CANARY_ALIAS = "canary"
+CANARY_ALIAS = layout.CANARY
 # Params a manual trigger may override, mapped onto the pipeline's `canary:` section.
 OVERRIDABLE = ("steps", "step_minutes", "max_extensions", "min_requests", "min_labels", "pass_score", "marginal_score")
 
@@ -41,7 +42,7 @@ class CanaryBusy(RuntimeError):
 
 
 def experiment_name(cfg: Pipeline) -> str:
-    return f"{cfg.name}-canary"
+    return layout.canary_experiment(cfg.name)
 
 
 def policy_for(cfg: Pipeline, overrides: dict | None = None) -> Canary:
@@ -78,7 +79,7 @@ def start(
             f"(step {state['step']}, {state['canary_weight']:.0%} of traffic); one canary per pipeline at a time"
         )
     client.get_model_version(cfg.name, str(version))  # fail early, naming a version that does not exist
-    champion = current_version(client, cfg.name, "champion")
+    champion = current_version(client, cfg.name, layout.CHAMPION)
     if champion is None:
         raise ValueError(f"{cfg.name}: no champion to compare v{version} with; promote a first model directly")
     if champion == version:
@@ -119,7 +120,7 @@ def _hour_prefixes(prefix: str, start: datetime, end: datetime) -> list[str]:
     hour = start.replace(minute=0, second=0, microsecond=0)
     out = []
     while hour <= end:
-        out.append(f"{prefix}/ds={hour:%Y-%m-%d}/hour={hour:%H}/")
+        out.append(layout.hourly_part(prefix, f"{hour:%Y-%m-%d}", hour.hour, ""))
         hour += timedelta(hours=1)
     return out
 
@@ -157,9 +158,11 @@ def window_logs(
         return None, None
     ts = pd.to_datetime(logs["ts"], utc=True)
     canary = (
-        (logs["route"] == "canary") & (logs["version"] == state["canary_version"]) & (ts >= pd.Timestamp(step_start))
+        (logs["route"] == layout.CANARY)
+        & (logs["version"] == state["canary_version"])
+        & (ts >= pd.Timestamp(step_start))
     )
-    champion = (logs["route"] == "champion") & (logs["version"] == state["champion_version"])
+    champion = (logs["route"] == layout.CHAMPION) & (logs["version"] == state["champion_version"])
     logs = logs[canary | champion].reset_index(drop=True)
     feedback = _read_parts(store, feedback_prefix(cfg), started, _now())
     return logs, feedback
@@ -168,8 +171,8 @@ def window_logs(
 def analyse(
     cfg: Pipeline, store: ObjectStore, state: dict, policy: Canary, step_start: datetime, end: datetime | None = None
 ) -> Verdict:
-    from ml_ops.pipeline.train import SCORE_THRESHOLD
     from ml_ops.rollout.judge import judge, step_samples
+    from ml_ops.scoring import SCORE_THRESHOLD
 
     logs, feedback = window_logs(cfg, store, state, step_start, end or _now())
     samples = step_samples(logs, feedback, threshold=SCORE_THRESHOLD)
@@ -180,7 +183,7 @@ def analyse(
         policy = policy.model_copy(
             update={"metrics": {k: v for k, v in policy.metrics.items() if k not in LOAD_DEPENDENT}}
         )
-    return judge(samples["canary"], samples["champion"], policy)
+    return judge(samples[layout.CANARY], samples[layout.CHAMPION], policy)
 
 
 # --------------------------------------------------------------------------- records

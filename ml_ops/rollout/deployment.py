@@ -23,6 +23,8 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING
 
+from ml_ops import layout
+
 if TYPE_CHECKING:
     from ml_ops.config import Pipeline
     from ml_ops.storage import ObjectStore
@@ -57,17 +59,17 @@ FEEDBACK_COLUMNS = ("request_id", "row", "label", "ts")
 
 
 def state_uri(cfg: Pipeline) -> str:
-    return f"{cfg.prefix()}/deployment/state.json"
+    return layout.deployment_state(cfg.prefix())
 
 
 def serving_logs_prefix(cfg: Pipeline) -> str:
     """``.../serving_logs/ds=<date>/hour=<hh>/part-*.parquet``."""
-    return f"{cfg.prefix()}/serving_logs"
+    return layout.stage_prefix(cfg.prefix(), layout.SERVING_LOGS)
 
 
 def feedback_prefix(cfg: Pipeline) -> str:
     """``.../feedback/ds=<date>/hour=<hh>/part-*.parquet`` (labels posted to the gateway)."""
-    return f"{cfg.prefix()}/feedback"
+    return layout.stage_prefix(cfg.prefix(), layout.FEEDBACK)
 
 
 def _now() -> str:

@@ -36,13 +36,16 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from ml_ops import layout
+from ml_ops.jsonable import to_jsonable as _jsonable
+
 if TYPE_CHECKING:
     from ml_ops.config import Canary, CanaryMetric
 
 METRICS = ("error_rate", "latency_ms", "score", "accuracy")
 KINDS = {"error_rate": "rate", "latency_ms": "continuous", "score": "continuous", "accuracy": "rate"}
 LABELLED = ("accuracy",)  # judged on labelled rows (min_labels); nodata there does not block the verdict
-_ROUTES = ("champion", "canary")
+_ROUTES = layout.ROUTES
 
 
 # --------------------------------------------------------------------------- samples from serving logs
@@ -152,20 +155,6 @@ class Verdict:
                 values["passed"] = float(m.verdict == "pass")
             out.update({f"{m.name}.{k}": float(v) for k, v in values.items() if math.isfinite(v)})
         return out
-
-
-def _jsonable(value):
-    if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, (np.bool_, bool)):
-        return bool(value)
-    if isinstance(value, (np.integer, int)):
-        return int(value)
-    if isinstance(value, (np.floating, float)):
-        return float(value) if math.isfinite(value) else None  # NaN is not JSON
-    return value
 
 
 def _rate_test(c: np.ndarray, h: np.ndarray, tol: float, hi: bool, lo: bool) -> tuple[float, float, float]:

@@ -20,6 +20,8 @@ from datetime import datetime, timezone
 
 import numpy as np
 
+from ml_ops import layout
+
 log = logging.getLogger("ml_ops.serving.logbuffer")
 
 
@@ -145,10 +147,8 @@ class PartitionedLog:
             written, failed = [], []
             for part in parts:
                 stamp = datetime.now(timezone.utc)
-                uri = (
-                    f"{part.prefix}/ds={part.hour:%Y-%m-%d}/hour={part.hour:%H}/"
-                    f"part-{stamp:%Y%m%dT%H%M%S}{stamp.microsecond // 1000:03d}Z-{uuid.uuid4().hex}.parquet"
-                )
+                name = f"part-{stamp:%Y%m%dT%H%M%S}{stamp.microsecond // 1000:03d}Z-{uuid.uuid4().hex}.parquet"
+                uri = layout.hourly_part(part.prefix, f"{part.hour:%Y-%m-%d}", part.hour.hour, name)
                 try:
                     self.store.write_parquet(part.frame(self.base_dtypes), uri)
                 except Exception as exc:  # noqa: BLE001 - keep the rows, try again next time

@@ -28,32 +28,21 @@ from pathlib import Path
 
 import numpy as np
 
+from ml_ops import layout
 from ml_ops.config import ConfigError, Pipeline, load_pipeline, pipeline_files
 from ml_ops.rollout.deployment import read_state
+from ml_ops.scoring import scores_from_output
 from ml_ops.serving.routing import CANARY, CHAMPION
 from ml_ops.serving.runner import ModelRunner
 from ml_ops.serving.schema import InputSchema
 from ml_ops.serving.settings import Settings
 
 log = logging.getLogger("ml_ops.serving.models")
-CHAMPION_ALIAS, CANARY_ALIAS = "champion", "canary"
+CHAMPION_ALIAS, CANARY_ALIAS = layout.CHAMPION, layout.CANARY
 
 
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
-def _scores(out, n: int) -> np.ndarray:
-    """A pyfunc output as n float scores: 1-D array, (n, 2) predict_proba, Series or one-column frame."""
-    if hasattr(out, "to_numpy"):
-        out = out.to_numpy()
-    arr = np.asarray(out, dtype="float64")
-    if arr.ndim == 2 and arr.shape[1] == 2:
-        arr = arr[:, 1]
-    arr = arr.reshape(-1)
-    if arr.shape[0] != n:
-        raise ValueError(f"model returned {arr.shape[0]} scores for {n} rows")
-    return arr
 
 
 @dataclass(eq=False)
@@ -85,7 +74,7 @@ class LoadedModel:
 
         # copied into one block per dtype: scikit-learn's column selection is ~10% faster than on 14 blocks
         frame = pd.DataFrame(columns) if columns else pd.DataFrame(index=range(n))
-        return _scores(self._predict(frame), n)
+        return scores_from_output(self._predict(frame), n)
 
     def use_fast_path(self) -> str:
         """Score with ``ml_ops.serving.fastpath`` when this is a model ``ml_ops.pipeline.train`` logged and the

@@ -13,7 +13,8 @@ import hashlib
 import math
 from collections.abc import Sequence
 
-CHAMPION, CANARY = "champion", "canary"
+from ml_ops.layout import CANARY, CHAMPION
+
 _SCALE = float(1 << 64)
 
 

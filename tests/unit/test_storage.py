@@ -7,8 +7,9 @@ import socket
 import pandas as pd
 import pytest
 
+from ml_ops.layout import partition as partition_uri
 from ml_ops.local.stack import Stack
-from ml_ops.storage import ObjectStore, parse_uri, partition_uri
+from ml_ops.storage import ObjectStore, parse_uri
 
 
 def _free_port() -> int:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
+from ml_ops import layout
 from ml_ops.airflow.operators.pipeline import PipelineOperator
 
 
@@ -80,7 +81,7 @@ class CanaryOperator(PipelineOperator):
         policy = self._policy(context)
         client = self.mlflow_client()
         requested = (context.get("params") or {}).get("version")
-        version = int(requested) if requested else current_version(client, self.cfg.name, canary.CANARY_ALIAS)
+        version = int(requested) if requested else current_version(client, self.cfg.name, layout.CANARY)
         if version is None:
             raise SkipStep(f"{self.cfg.name}: no version given (Params 'version') and no 'canary' alias set")
         try:
@@ -187,7 +188,7 @@ class RollbackOperator(PipelineOperator):
         aborted = None
         if state["status"] == "running":
             aborted = canary.roll_back(cfg, store, client, self.tracking_uri(), state, f"aborted by rollback: {reason}")
-        before = registry.current_version(client, cfg.name, "champion")
+        before = registry.current_version(client, cfg.name, layout.CHAMPION)
         restored = registry.rollback(client, cfg.name, reason=reason)
         text = f"champion v{before} → v{restored}\nReason: {reason}"
         if aborted:

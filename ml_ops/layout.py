@@ -1,0 +1,116 @@
+"""Every name the pipelines share with the outside world, defined once.
+
+Registry aliases, MLflow experiment and artifact names, and the S3 key pattern of every object a
+pipeline writes. The gateway, the operators, the plugin and monitoring all build their names here, so
+moving a prefix or renaming an alias is a change of one line. Airflow-free and import-light.
+
+S3 layout under ``s3://<bucket>/pipelines/<pipeline>/`` (the pipeline's *prefix*)::
+
+    raw/ds=YYYY-MM-DD/data.parquet                       extract
+    validation/ds=YYYY-MM-DD/{result.json,report.html}   validate
+    features/ds=YYYY-MM-DD/data.parquet                  features
+    decisions/log.jsonl                                  champion/challenger decisions (append-only)
+    deployment/state.json                                traffic split (canary DAG writes, gateway reads)
+    serving_logs/ds=YYYY-MM-DD/hour=HH/part-*.parquet    every prediction (gateway)
+    feedback/ds=YYYY-MM-DD/hour=HH/part-*.parquet        labels posted to the gateway
+    drift/ds=YYYY-MM-DD/{report.html,result.json}        nightly monitoring
+    drift/retrain_log.jsonl                              retrain requests (cooldown)
+"""
+
+from __future__ import annotations
+
+import re
+
+# --------------------------------------------------------------------------- MLflow registry aliases
+CHAMPION = "champion"  # serves the traffic; the monitoring DAG watches it
+CHALLENGER = "challenger"  # the newest trained version, until it is compared
+CANARY = "canary"  # under a canary rollout on the gateway
+ROUTES = (CHAMPION, CANARY)  # the gateway's routes, logged per prediction
+
+# --------------------------------------------------------------------------- MLflow names
+REFERENCE_ARTIFACT = "reference/reference.parquet"  # training sample logged with each version
+
+
+def training_experiment(pipeline: str) -> str:
+    return pipeline
+
+
+def monitoring_experiment(pipeline: str) -> str:
+    return f"{pipeline}-monitoring"
+
+
+def canary_experiment(pipeline: str) -> str:
+    return f"{pipeline}-canary"
+
+
+# --------------------------------------------------------------------------- S3 keys
+PIPELINES_ROOT = "pipelines"
+
+# Day-partitioned stages: <prefix>/<stage>/ds=<day>/<file>
+RAW = "raw"
+VALIDATION = "validation"
+FEATURES = "features"
+DRIFT = "drift"
+# Hour-partitioned logs written by the gateway: <prefix>/<stage>/ds=<day>/hour=<hh>/part-*.parquet
+SERVING_LOGS = "serving_logs"
+FEEDBACK = "feedback"
+
+DATA_FILE = "data.parquet"
+RESULT_FILE = "result.json"
+REPORT_FILE = "report.html"
+
+# Stages whose reports the Airflow plugin's report route may serve.
+REPORT_STAGES = (VALIDATION, DRIFT)
+
+
+def pipeline_key(pipeline: str) -> str:
+    """Key prefix of a pipeline inside its bucket (no scheme, no bucket)."""
+    return f"{PIPELINES_ROOT}/{pipeline}"
+
+
+def pipeline_prefix(bucket: str, pipeline: str) -> str:
+    return f"s3://{bucket}/{pipeline_key(pipeline)}"
+
+
+def stage_prefix(prefix: str, stage: str) -> str:
+    """``<prefix>/<stage>`` (no trailing slash); list it with a trailing ``/``."""
+    return f"{prefix.rstrip('/')}/{stage}"
+
+
+def partition(prefix: str, stage: str, ds: str, filename: str = DATA_FILE) -> str:
+    """``<prefix>/<stage>/ds=<ds>/<filename>``; ``prefix`` may be an ``s3://`` URI or a bare key."""
+    return f"{stage_prefix(prefix, stage)}/ds={ds}/{filename}"
+
+
+def day_prefix(prefix: str, stage: str, ds: str) -> str:
+    """``<prefix>/<stage>/ds=<ds>/``: every object of one day of an hour-partitioned stage."""
+    return f"{stage_prefix(prefix, stage)}/ds={ds}/"
+
+
+def hourly_part(stage_uri: str, ds: str, hour: int, name: str) -> str:
+    """``<stage_uri>/ds=<ds>/hour=<hh>/<name>`` (serving logs and feedback)."""
+    return f"{stage_uri}/ds={ds}/hour={hour:02d}/{name}"
+
+
+def day_of(uri: str) -> str:
+    """The ``YYYY-MM-DD`` of a partition URI (``.../ds=<day>/...``)."""
+    return uri.split("ds=", 1)[1][:10]
+
+
+def decision_log(prefix: str) -> str:
+    return f"{prefix.rstrip('/')}/decisions/log.jsonl"
+
+
+def deployment_state(prefix: str) -> str:
+    return f"{prefix.rstrip('/')}/deployment/state.json"
+
+
+def retrain_log(prefix: str) -> str:
+    return f"{stage_prefix(prefix, DRIFT)}/retrain_log.jsonl"
+
+
+# A report key the plugin's route serves: pipelines/<p>/<validation|drift>/ds=<day>/<file>.<html|json>
+REPORT_KEY = re.compile(
+    rf"^{PIPELINES_ROOT}/(?P<pipeline>[a-z][a-z0-9_]{{1,40}})/(?P<stage>{'|'.join(REPORT_STAGES)})/"
+    r"ds=\d{4}-\d{2}-\d{2}/(?P<file>[A-Za-z0-9_][A-Za-z0-9_.-]{0,100})\.(?P<ext>html|json)$"
+)
