@@ -308,7 +308,6 @@ def compare_and_record(
     """
     import mlflow
     from mlflow import MlflowClient
-    from mlflow.exceptions import MlflowException
 
     from ml_ops.pipeline.train import _ensure_experiment
 
@@ -320,11 +319,9 @@ def compare_and_record(
 
     challenger_version = int(challenger_version)
     client.get_model_version(model_name, str(challenger_version))  # fail early, naming the version
-    try:
-        champ = client.get_model_version_by_alias(model_name, CHAMPION_ALIAS)
-        champion_version = int(champ.version)
-    except MlflowException:
-        champion_version = None
+    from ml_ops.pipeline.registry import current_version
+
+    champion_version = current_version(client, model_name, CHAMPION_ALIAS)  # raises if MLflow cannot answer
 
     y = holdout_df[target].to_numpy().astype(int)
     ch_metrics, ch_score = score_model(f"models:/{model_name}/{challenger_version}", holdout_df, target)

@@ -27,12 +27,33 @@ def _history_key(alias: str) -> str:
     return f"{alias}_history"
 
 
+# What MLflow answers when the registered model or the alias does not exist (REST and SQL stores alike).
+# Anything else (INTERNAL_ERROR for a refused connection, TEMPORARILY_UNAVAILABLE, ...) is not "absent".
+_ABSENT_CODES = ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND")
+
+
+def is_absent(exc: MlflowException) -> bool:
+    """MLflow's answer means "no such model / alias / version", not a failure to answer."""
+    return exc.error_code in _ABSENT_CODES
+
+
+class RegistryUnreachable(RuntimeError):
+    """The registry could not answer; a step must fail (and retry), never read this as "no version"."""
+
+
 def current_version(client: MlflowClient, model_name: str, alias: str = layout.CHAMPION) -> int | None:
-    """Version currently holding `alias`, or None."""
+    """Version currently holding `alias`; None only when the model or the alias does not exist.
+
+    Raises ``RegistryUnreachable`` for any other failure: treating an outage as "no champion yet" could
+    register a duplicate version or promote without a comparison."""
     try:
         return int(client.get_model_version_by_alias(model_name, alias).version)
-    except MlflowException:
-        return None
+    except MlflowException as exc:
+        if is_absent(exc):
+            return None
+        raise RegistryUnreachable(
+            f"MLflow registry lookup of {model_name}@{alias} failed ({exc.error_code}): {exc}"
+        ) from exc
 
 
 def get_history(client: MlflowClient, model_name: str, alias: str = layout.CHAMPION) -> list[dict]:
@@ -73,8 +94,10 @@ def _exists(client: MlflowClient, model_name: str, version: int) -> bool:
     try:
         client.get_model_version(model_name, str(version))
         return True
-    except MlflowException:
-        return False
+    except MlflowException as exc:
+        if is_absent(exc):
+            return False
+        raise RegistryUnreachable(f"MLflow registry lookup of {model_name} v{version} failed: {exc}") from exc
 
 
 def promote(

@@ -180,8 +180,15 @@ def find_existing_version(client: MlflowClient, model_name: str, idempotency_key
         versions = client.search_model_versions(
             f"name = {_quote(model_name)} and tags.{IDEMPOTENCY_TAG} = {_quote(idempotency_key)}"
         )
-    except MlflowException:
-        return None  # registered model does not exist yet
+    except MlflowException as exc:
+        from ml_ops.pipeline.registry import RegistryUnreachable, is_absent
+
+        if is_absent(exc):
+            return None  # registered model does not exist yet
+        # "no version yet" on an outage would register a duplicate version for the same day
+        raise RegistryUnreachable(
+            f"MLflow lookup of {model_name} versions for {idempotency_key} failed: {exc}"
+        ) from exc
     # double-check in Python: tag filtering support differs between stores
     matches = [v for v in versions if v.tags.get(IDEMPOTENCY_TAG) == idempotency_key]
     return max(matches, key=lambda v: int(v.version)) if matches else None

@@ -78,3 +78,16 @@ def test_history_is_bounded(client_and_model, monkeypatch):
         promote(client, name, 1 + i % 3, reason=f"r{i}")
     history = get_history(client, name)
     assert len(history) == 4 and history[-1]["reason"] == "r5"
+
+
+def test_absent_is_none_but_unreachable_raises(client, monkeypatch):
+    from ml_ops.pipeline.registry import RegistryUnreachable
+
+    assert current_version(client, "never_registered", "champion") is None  # model absent
+    client.create_registered_model("no_alias_yet")
+    assert current_version(client, "no_alias_yet", "champion") is None  # alias absent
+    # A server that does not answer is not "no version yet": that could register a duplicate version.
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    down = MlflowClient(tracking_uri="http://127.0.0.1:9", registry_uri="http://127.0.0.1:9")
+    with pytest.raises(RegistryUnreachable, match="no_alias_yet@champion"):
+        current_version(down, "no_alias_yet", "champion")
