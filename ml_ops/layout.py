@@ -8,6 +8,8 @@ S3 layout under ``s3://<bucket>/pipelines/<pipeline>/`` (the pipeline's *prefix*
 
     raw/ds=YYYY-MM-DD/data.parquet                       extract
     validation/ds=YYYY-MM-DD/{result.json,report.html}   validate
+    validation/ds=YYYY-MM-DD/validated.json              the day passed (names the raw object's ETag)
+    validation/quarantine.jsonl                          rejected days, and their release once fixed
     features/ds=YYYY-MM-DD/data.parquet                  features
     decisions/log.jsonl                                  champion/challenger decisions (append-only)
     deployment/state.json                                traffic split (canary DAG writes, gateway reads)
@@ -58,6 +60,7 @@ FEEDBACK = "feedback"
 DATA_FILE = "data.parquet"
 RESULT_FILE = "result.json"
 REPORT_FILE = "report.html"
+VALIDATED_MARKER = "validated.json"  # in validation/ds=<day>/: the day passed, for the raw bytes it names
 
 # Stages whose reports the Airflow plugin's report route may serve.
 REPORT_STAGES = (VALIDATION, DRIFT)
@@ -103,6 +106,11 @@ def decision_log(prefix: str) -> str:
 
 def deployment_state(prefix: str) -> str:
     return f"{prefix.rstrip('/')}/deployment/state.json"
+
+
+def quarantine_log(prefix: str) -> str:
+    """Days whose validation failed (and their release once fixed), append-only."""
+    return f"{stage_prefix(prefix, VALIDATION)}/quarantine.jsonl"
 
 
 def retrain_log(prefix: str) -> str:

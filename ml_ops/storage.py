@@ -57,6 +57,19 @@ class ObjectStore:
             uris.extend(f"s3://{bucket}/{obj['Key']}" for obj in page.get("Contents", []))
         return sorted(uris)
 
+    def list_etags(self, prefix_uri: str) -> dict[str, str]:
+        """URI -> ETag of every object under the prefix (one listing, no per-object request)."""
+        bucket, prefix = parse_uri(prefix_uri)
+        out: dict[str, str] = {}
+        for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+            out.update({f"s3://{bucket}/{obj['Key']}": obj["ETag"].strip('"') for obj in page.get("Contents", [])})
+        return out
+
+    def etag(self, uri: str) -> str:
+        """The object's ETag: changes whenever its bytes are rewritten differently."""
+        bucket, key = parse_uri(uri)
+        return self.client.head_object(Bucket=bucket, Key=key)["ETag"].strip('"')
+
     def delete(self, uri: str) -> None:
         bucket, key = parse_uri(uri)
         self.client.delete_object(Bucket=bucket, Key=key)

@@ -48,37 +48,53 @@ def extract_step(cfg: Pipeline, store: ObjectStore, interval: DayInterval, engin
 
 
 def validate_step(cfg: Pipeline, store: ObjectStore, interval: DayInterval) -> dict:
-    """Writes ``result.json`` and ``report.html`` whatever the outcome, then raises
-    ``DataValidationError`` (naming every failed expectation) if anything failed."""
+    """Writes ``result.json`` and ``report.html`` whatever the outcome. A passing day gets its validated
+    marker; a failing one is quarantined (left out of every later day's history) and raises
+    ``DataValidationError`` naming every failed expectation."""
+    from ml_ops.pipeline import history
     from ml_ops.pipeline.validate import DataValidationError, load_suite, validate_frame
 
-    df = store.read_parquet(uri(cfg, "raw", interval.ds))
-    history_uris = existing_partitions(store, cfg, "raw", interval.previous_days(cfg.validation.history_days))
+    df = store.read_parquet(uri(cfg, layout.RAW, interval.ds))
+    past = history.require(
+        store, cfg, interval.ds, interval.previous_days(cfg.validation.history_days), needed_by="validate"
+    )
     result = validate_frame(
         df,
         load_suite(cfg.suite_path()),
         # Only the compared columns of past days: reading whole partitions dominated the step's time and memory.
-        history=[store.read_parquet(u, columns=cfg.validation.stats_columns or None) for u in history_uris],
+        history=[
+            store.read_parquet(u, columns=cfg.validation.stats_columns or None) for u in past.uris(cfg, layout.RAW)
+        ],
         stats_columns=cfg.validation.stats_columns,
         max_mean_shift_sigma=cfg.validation.max_mean_shift_sigma,
     )
     label = f"{cfg.name} ds={interval.ds}"
-    json_uri = store.write_json(result.to_json(), uri(cfg, "validation", interval.ds, "result.json"))
-    html_uri = store.write_text(result.to_html(label=label), uri(cfg, "validation", interval.ds, "report.html"))
+    json_uri = store.write_json(result.to_json(), uri(cfg, layout.VALIDATION, interval.ds, layout.RESULT_FILE))
+    html_uri = store.write_text(
+        result.to_html(label=label), uri(cfg, layout.VALIDATION, interval.ds, layout.REPORT_FILE)
+    )
     if not result.success:
-        raise DataValidationError(result, f"{label} (report: {html_uri})")
-    return {"uri": json_uri, "report": html_uri, "rows": len(df)}
+        failed = [f.line() for f in result.failures]
+        history.mark_rejected(store, cfg, interval.ds, failed=failed, report=html_uri)
+        raise DataValidationError(result, f"{label} (report: {html_uri}; the day is quarantined until it passes)")
+    history.mark_validated(store, cfg, interval.ds, rows=len(df))
+    return {"uri": json_uri, "report": html_uri, "rows": len(df), "history_excluded": past.rejected}
 
 
 def features_step(cfg: Pipeline, store: ObjectStore, interval: DayInterval) -> dict:
     import pandas as pd
 
+    from ml_ops.pipeline import history as days
     from ml_ops.pipeline.features import build_features
 
-    today = store.read_parquet(uri(cfg, "raw", interval.ds))
-    history = None
+    today = store.read_parquet(uri(cfg, layout.RAW, interval.ds))
+    history, excluded = None, []
     if cfg.features.entity_column:
-        uris = existing_partitions(store, cfg, "raw", interval.previous_days(cfg.features.lookback_days))
+        # Only validated days: a quarantined day's rows must not leak into the next week's history.
+        past = days.require(
+            store, cfg, interval.ds, interval.previous_days(cfg.features.lookback_days), needed_by="features"
+        )
+        uris, excluded = past.uris(cfg, layout.RAW), past.rejected
         used = [cfg.features.entity_column, cfg.source.timestamp_column, cfg.features.amount_column]
         history = pd.concat([store.read_parquet(u, columns=used) for u in uris], ignore_index=True) if uris else None
     keep = (
@@ -96,7 +112,8 @@ def features_step(cfg: Pipeline, store: ObjectStore, interval: DayInterval) -> d
         amount=cfg.features.amount_column,
         passthrough=list(dict.fromkeys(c for c in keep if c)),
     )
-    return {"uri": store.write_parquet(features, uri(cfg, "features", interval.ds)), "rows": len(features)}
+    written = store.write_parquet(features, uri(cfg, layout.FEATURES, interval.ds))
+    return {"uri": written, "rows": len(features), "history_excluded": excluded}
 
 
 def model_columns(cfg: Pipeline) -> tuple[list[str], list[str]]:
@@ -132,12 +149,22 @@ def train_step(
     from ml_ops.pipeline.train import train_and_register
 
     window = training_window(interval, cfg.target.label_delay_days, cfg.training.window_days, cfg.training.holdout_days)
-    train_uris = existing_partitions(store, cfg, "features", window.train_days)
-    holdout_uris = existing_partitions(store, cfg, "features", window.holdout_days)
-    missing = len(window.train_days) + len(window.holdout_days) - len(train_uris) - len(holdout_uris)
+    from ml_ops.pipeline import history
+
+    # A quarantined day is left out of the window (recorded on the run), not waited for.
+    rejected = set(history.status(store, cfg, [*window.train_days, *window.holdout_days]).rejected)
+    train_days = [d for d in window.train_days if d not in rejected]
+    holdout_days = [d for d in window.holdout_days if d not in rejected]
+    train_uris = existing_partitions(store, cfg, layout.FEATURES, train_days)
+    holdout_uris = existing_partitions(store, cfg, layout.FEATURES, holdout_days)
+    missing = len(train_days) + len(holdout_days) - len(train_uris) - len(holdout_uris)
     if missing:
         raise SkipStep(
             f"not enough labelled history for {interval.ds}: {missing} feature partition(s) of {window.label} missing"
+        )
+    if not train_uris or not holdout_uris:
+        raise SkipStep(
+            f"every day of the {'training' if not train_uris else 'holdout'} window {window.label} is quarantined"
         )
     frames = {
         "training": load_labelled(store, train_uris, cfg, window.labels_known_at),
@@ -171,6 +198,7 @@ def train_step(
             "code_version": ml_ops.code_version(),
             "validation_uri": uri(cfg, "validation", window.holdout_days[-1], "report.html"),
             "airflow_run_id": run_id,
+            "excluded_days": ",".join(sorted(rejected)) or "none",  # quarantined days left out of the window
         },
         seed=cfg.training.seed,
         run_name=f"train {interval.ds}",
