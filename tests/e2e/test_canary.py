@@ -37,7 +37,7 @@ def world(inbox, include_dir):
     from ml_ops.local.airflow_client import AirflowClient
     from ml_ops.local.sim import generate_transactions
     from ml_ops.pipeline.registry import promote
-    from ml_ops.pipeline.steps import features_step, model_columns, uri
+    from ml_ops.pipeline.steps import features_step, model_columns, uri, validate_step
     from ml_ops.pipeline.train import train_and_register
     from ml_ops.storage import ObjectStore
 
@@ -54,8 +54,9 @@ def world(inbox, include_dir):
         store = ObjectStore(stack.s3_client())
         raw = generate_transactions(D0, DAYS, rows_per_day=2000, seed=5, label_delay_days=1)
         days = [DayInterval.for_day(D0 + timedelta(days=i)) for i in range(DAYS)]
-        for d in days:
+        for d in days:  # in order, as the training DAG does: features read only validated earlier days
             store.write_parquet(raw[raw["ts"].dt.date == d.day].reset_index(drop=True), uri(cfg, "raw", d.ds))
+            validate_step(cfg, store, d)
         for d in days[1:]:
             features_step(cfg, store, d)
         frames = [store.read_parquet(uri(cfg, "features", d.ds)) for d in days[1:]]

@@ -50,6 +50,7 @@ def build_world(
     from ml_ops.config import load_pipeline_by_name
     from ml_ops.interval import DayInterval
     from ml_ops.local.sim import generate_transactions
+    from ml_ops.pipeline.history import mark_validated
     from ml_ops.pipeline.steps import features_step, model_columns, uri
     from ml_ops.pipeline.train import train_and_register
 
@@ -61,6 +62,7 @@ def build_world(
     for ds in ds_list:
         day = raw[raw["ts"].dt.strftime("%Y-%m-%d") == ds].reset_index(drop=True)
         store.write_parquet(day, uri(cfg, "raw", ds))
+        mark_validated(store, cfg, ds, rows=len(day))  # the fixture's days count as validated
     for ds in ds_list:
         features_step(cfg, store, DayInterval.for_day(date.fromisoformat(ds)))
     frames = [store.read_parquet(uri(cfg, "features", ds)) for ds in ds_list]
