@@ -42,9 +42,12 @@ class Source(_Strict):
     def _sql_file_exists(cls, value: str) -> str:
         if not (include_dir() / value).is_file():
             raise ValueError(f"SQL file not found: {include_dir() / value}")
-        text = (include_dir() / value).read_text()
-        if ":start" not in text or ":end" not in text:
-            raise ValueError(f"{value} must filter on the bound parameters :start and :end")
+        from ml_ops.pipeline import sql
+
+        try:
+            sql.check((include_dir() / value).read_text())
+        except ValueError as exc:
+            raise ValueError(f"{value}: {exc}") from None
         return value
 
 

@@ -30,9 +30,11 @@ def read_interval(engine, sql: str, start: datetime, end: datetime, parse_dates:
     import pandas as pd
     from sqlalchemy import text
 
+    from ml_ops.pipeline.sql import prepare
+
     params = {"start": _naive_utc(start), "end": _naive_utc(end)}
     with engine.connect() as conn:
-        df = pd.read_sql(text(sql), conn, params=params)
+        df = pd.read_sql(text(prepare(sql)), conn, params=params)
     _stringify_mixed(df)
     for column in parse_dates:
         # Coerce rather than fail here: a malformed timestamp is validation's job to report.
