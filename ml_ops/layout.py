@@ -7,6 +7,7 @@ moving a prefix or renaming an alias is a change of one line. Airflow-free and i
 S3 layout under ``s3://<bucket>/pipelines/<pipeline>/`` (the pipeline's *prefix*)::
 
     raw/ds=YYYY-MM-DD/data.parquet                       extract
+    raw/late_rows.jsonl                                  rows that arrived after their day was extracted
     validation/ds=YYYY-MM-DD/{result.json,report.html}   validate
     validation/ds=YYYY-MM-DD/validated.json              the day passed (names the raw object's ETag)
     validation/quarantine.jsonl                          rejected days, and their release once fixed
@@ -106,6 +107,11 @@ def decision_log(prefix: str) -> str:
 
 def deployment_state(prefix: str) -> str:
     return f"{prefix.rstrip('/')}/deployment/state.json"
+
+
+def late_rows_log(prefix: str) -> str:
+    """Rows that reached the source after their day was extracted, per day and count."""
+    return f"{stage_prefix(prefix, RAW)}/late_rows.jsonl"
 
 
 def quarantine_log(prefix: str) -> str:

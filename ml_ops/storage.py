@@ -106,6 +106,13 @@ class ObjectStore:
                 columns = [c for c in columns if c in present]
             return pq.read_table(path, columns=columns).to_pandas()
 
+    def parquet_rows(self, uri: str) -> int:
+        """Row count from the parquet footer (the object is downloaded, its data not decoded)."""
+        import pyarrow.parquet as pq
+
+        with tempfile.TemporaryDirectory(prefix="mlops-") as tmp:
+            return pq.read_metadata(self.download_file(uri, os.path.join(tmp, "data.parquet"))).num_rows
+
     # --- json / text -------------------------------------------------------------------------
     def write_json(self, obj: Any, uri: str) -> str:
         data = json.dumps(obj, indent=2, sort_keys=True, default=str).encode()

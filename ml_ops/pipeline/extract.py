@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING
@@ -33,7 +34,7 @@ def read_interval(engine, sql: str, start: datetime, end: datetime, parse_dates:
     from ml_ops.pipeline.sql import prepare
 
     params = {"start": _naive_utc(start), "end": _naive_utc(end)}
-    with engine.connect() as conn:
+    with _named_source_errors(), engine.connect() as conn:
         df = pd.read_sql(text(prepare(sql)), conn, params=params)
     _stringify_mixed(df)
     for column in parse_dates:
@@ -41,6 +42,39 @@ def read_interval(engine, sql: str, start: datetime, end: datetime, parse_dates:
         if column in df.columns and not pd.api.types.is_datetime64_any_dtype(df[column]):
             df[column] = pd.to_datetime(df[column], errors="coerce", format="ISO8601")
     return df
+
+
+def count_interval(engine, sql: str, start: datetime, end: datetime) -> int:
+    """How many rows the pipeline's query returns for the interval now (late rows show up here)."""
+    from sqlalchemy import text
+
+    from ml_ops.pipeline.sql import prepare
+
+    params = {"start": _naive_utc(start), "end": _naive_utc(end)}
+    with _named_source_errors(), engine.connect() as conn:
+        return int(conn.execute(text(f"SELECT COUNT(*) FROM ({prepare(sql)}) AS interval_rows"), params).scalar())
+
+
+class SourceQueryError(ValueError):
+    """The query cannot run on this source as written (a missing column or table, bad syntax or bindings).
+    Deterministic: retrying cannot help, so the day fails at once with a validation report."""
+
+
+# What a database says when the query itself is wrong; connection failures and timeouts are not here.
+_QUERY_ERRORS = ("no such column", "no such table", "syntax error", "does not exist", "unknown column", "bindings")
+
+
+@contextmanager
+def _named_source_errors():
+    from sqlalchemy import exc as sa_exc
+
+    try:
+        yield
+    except (sa_exc.ProgrammingError, sa_exc.OperationalError, sa_exc.ArgumentError) as exc:
+        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+        if isinstance(exc, sa_exc.OperationalError) and not any(m in reason.lower() for m in _QUERY_ERRORS):
+            raise  # infrastructure (connection refused, locked database, ...): retried by Airflow
+        raise SourceQueryError(f"the source query failed: {type(exc.__cause__ or exc).__name__}: {reason}") from exc
 
 
 def _stringify_mixed(df: pd.DataFrame) -> None:

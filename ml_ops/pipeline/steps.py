@@ -7,6 +7,7 @@ run exactly the code the DAGs run.
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime
 from typing import TYPE_CHECKING
 
@@ -17,6 +18,9 @@ from ml_ops.storage import ObjectStore
 
 if TYPE_CHECKING:
     import pandas as pd
+
+
+log = logging.getLogger(__name__)
 
 
 class SkipStep(Exception):
@@ -38,13 +42,70 @@ def existing_partitions(store: ObjectStore, cfg: Pipeline, stage: str, days: lis
 
 
 def extract_step(cfg: Pipeline, store: ObjectStore, interval: DayInterval, engine) -> dict:
-    from ml_ops.pipeline.extract import extract_interval
+    """The day's source rows → raw partition; then earlier days are re-counted for late rows. A query
+    that cannot run on the source fails the day at once, with a validation report saying why."""
+    from ml_ops.pipeline.extract import SourceQueryError, extract_interval
 
     parse_dates = [c for c in (cfg.source.timestamp_column, cfg.target.label_available_column) if c]
-    result = extract_interval(
-        engine, cfg.sql_text(), interval.start, interval.end, store, uri(cfg, "raw", interval.ds), parse_dates
+    try:
+        result = extract_interval(
+            engine, cfg.sql_text(), interval.start, interval.end, store, uri(cfg, layout.RAW, interval.ds), parse_dates
+        )
+    except SourceQueryError as exc:
+        _reject_unreadable_day(cfg, store, interval, f"{exc} (SQL file {cfg.source.sql})")
+    return {**result.to_xcom(), "late_rows": late_rows_step(cfg, store, interval, engine)}
+
+
+def _reject_unreadable_day(cfg: Pipeline, store: ObjectStore, interval: DayInterval, reason: str):
+    """Reports and quarantine for a day whose rows could not even be read, then ``DataValidationError``."""
+    from ml_ops.pipeline import history
+    from ml_ops.pipeline.validate import DataValidationError, Outcome, ValidationResult
+
+    outcome = Outcome(check="source_query_runs", column=None, success=False, source="extract", error=reason)
+    result = ValidationResult(
+        success=False, failures=[outcome.to_failure()], statistics={}, outcomes=[outcome], suite_name=cfg.name
     )
-    return result.to_xcom()
+    label = f"{cfg.name} ds={interval.ds}"
+    store.write_json(result.to_json(), uri(cfg, layout.VALIDATION, interval.ds, layout.RESULT_FILE))
+    html = store.write_text(result.to_html(label=label), uri(cfg, layout.VALIDATION, interval.ds, layout.REPORT_FILE))
+    history.mark_rejected(store, cfg, interval.ds, failed=[reason], report=html)
+    raise DataValidationError(result, f"{label} (report: {html})")
+
+
+def late_rows_step(cfg: Pipeline, store: ObjectStore, interval: DayInterval, engine) -> dict[str, int]:
+    """Rows that reached the source after their day was extracted, for the last ``source.late_rows_days``
+    days: recorded in ``raw/late_rows.jsonl`` (and, with ``late_rows: reextract``, the day is rewritten,
+    re-validated and its features rebuilt). Returns {day: late rows}."""
+    from datetime import date
+
+    from ml_ops.pipeline.extract import count_interval, extract_interval
+
+    days = interval.previous_days(cfg.source.late_rows_days)
+    found: dict[str, int] = {}
+    for part in existing_partitions(store, cfg, layout.RAW, days):
+        day = DayInterval.for_day(date.fromisoformat(layout.day_of(part)))
+        extracted = store.parquet_rows(part)
+        now = count_interval(engine, cfg.sql_text(), day.start, day.end)
+        if now <= extracted:
+            continue
+        found[day.ds] = now - extracted
+        log.warning("%s ds=%s: %d row(s) arrived after the day was extracted", cfg.name, day.ds, now - extracted)
+        record = {
+            "ds": day.ds,
+            "extracted_rows": extracted,
+            "source_rows": now,
+            "late_rows": now - extracted,
+            "seen_by": interval.ds,
+            "action": cfg.source.late_rows,
+        }
+        if cfg.source.late_rows == "reextract":
+            parse_dates = [c for c in (cfg.source.timestamp_column, cfg.target.label_available_column) if c]
+            extract_interval(engine, cfg.sql_text(), day.start, day.end, store, part, parse_dates)
+            validate_step(cfg, store, day)
+            features_step(cfg, store, day)
+            record["note"] = "re-extracted; features of the days after it were built without these rows"
+        store.append_jsonl(layout.late_rows_log(cfg.prefix()), {**record, "key": f"{day.ds}:{now}"}, key="key")
+    return found
 
 
 def validate_step(cfg: Pipeline, store: ObjectStore, interval: DayInterval) -> dict:

@@ -124,3 +124,48 @@ def test_a_rerun_rewrites_identical_bytes(store, tmp_path):
     changed = [u for u in before if before[u] != after[u]]
     assert not changed, changed  # report.html included
     assert any(u.endswith("report.html") for u in before)
+
+
+def test_late_rows_for_a_processed_day_are_reported(store, tmp_path):
+    cfg, engine = _world(tmp_path, "fraud_late", None)
+    for day in DAYS[:3]:
+        assert _run(cfg, store, engine, day) == "ok"
+    with sqlite3.connect(tmp_path / "fraud_late.db") as con:  # 5 rows of day 1 land in the source late
+        con.execute(
+            "INSERT INTO transactions SELECT transaction_id || '-late', ts, customer_id, amount, merchant_category,"
+            " channel, country, device, customer_age, account_age_days, is_fraud, label_available_at"
+            " FROM transactions WHERE substr(ts,1,10) = ? LIMIT 5",
+            (DAYS[1].ds,),
+        )
+    result = steps.extract_step(cfg, store, DAYS[3], engine)
+    assert result["late_rows"] == {DAYS[1].ds: 5}
+    (record,) = store.read_jsonl(layout.late_rows_log(cfg.prefix()))
+    assert (record["ds"], record["late_rows"], record["seen_by"]) == (DAYS[1].ds, 5, DAYS[3].ds)
+    steps.extract_step(cfg, store, DAYS[3], engine)  # a re-run does not report the same rows twice
+    assert len(store.read_jsonl(layout.late_rows_log(cfg.prefix()))) == 1
+
+    reextract = cfg.model_copy(update={"source": cfg.source.model_copy(update={"late_rows": "reextract"})})
+    with sqlite3.connect(tmp_path / "fraud_late.db") as con:
+        con.execute("DELETE FROM transactions WHERE transaction_id LIKE '%-late' AND rowid % 2 = 0")
+        in_source = con.execute(
+            "SELECT count(*) FROM transactions WHERE substr(ts,1,10) = ?", (DAYS[1].ds,)
+        ).fetchone()[0]
+    raw = layout.partition(cfg.prefix(), "raw", DAYS[1].ds)
+    before = store.parquet_rows(raw)
+    assert steps.extract_step(reextract, store, DAYS[3], engine)["late_rows"] == {DAYS[1].ds: in_source - before}
+    assert store.parquet_rows(raw) == in_source  # rewritten with the late rows, and validated again
+    assert DAYS[1].ds in history.status(store, cfg, [DAYS[1].ds]).validated
+
+
+def test_a_query_that_cannot_run_fails_at_once_with_a_report(store, tmp_path):
+    cfg, engine = _world(tmp_path, "fraud_schema", None)
+    with sqlite3.connect(tmp_path / "fraud_schema.db") as con:  # upstream dropped a column the SQL selects
+        con.execute("ALTER TABLE transactions DROP COLUMN device")
+    with pytest.raises(DataValidationError, match="no such column: device") as failed:
+        steps.extract_step(cfg, store, DAYS[0], engine)
+    assert "report:" in str(failed.value)
+    result = store.read_json(layout.partition(cfg.prefix(), "validation", DAYS[0].ds, "result.json"))
+    assert result["success"] is False
+    report = store.get_bytes(layout.partition(cfg.prefix(), "validation", DAYS[0].ds, "report.html")).decode()
+    assert "no such column: device" in report
+    assert [r["status"] for r in history.quarantine(store, cfg)] == ["rejected"]
