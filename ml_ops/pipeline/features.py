@@ -13,10 +13,15 @@ which makes `amount_vs_entity_mean` 1.0. A non-positive mean also gives a ratio 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import pandas as pd
 
-FEATURE_COLUMNS_TIME = ["hour_of_day", "day_of_week"]
+# Time parts of the row's timestamp, each opt-in per pipeline (features.time_parts): with a short training
+# window day_of_week identifies days rather than describing them, so nothing is added unless declared.
+TIME_PARTS = {"hour_of_day": lambda ts: ts.hour, "day_of_week": lambda ts: ts.dayofweek}
+FEATURE_COLUMNS_TIME = list(TIME_PARTS)
 FEATURE_COLUMNS_ENTITY = ["entity_txn_count_1h", "entity_txn_count_24h", "seconds_since_prev_txn"]
 FEATURE_COLUMNS_AMOUNT = ["entity_amount_mean_7d", "amount_vs_entity_mean"]
 FEATURE_COLUMNS_HISTORY = FEATURE_COLUMNS_ENTITY[:2] + FEATURE_COLUMNS_AMOUNT + FEATURE_COLUMNS_ENTITY[2:]
@@ -26,12 +31,15 @@ _NS = 1_000_000_000
 _H, _D = 3600 * _NS, 24 * 3600 * _NS
 
 
-def feature_columns(entity: str | None, amount: str | None) -> list[str]:
+def feature_columns(entity: str | None, amount: str | None, time_parts: Sequence[str] = ()) -> list[str]:
     """The generated column names for these arguments (without passthrough), in output order."""
+    unknown = [p for p in time_parts if p not in TIME_PARTS]
+    if unknown:
+        raise ValueError(f"unknown time part(s) {unknown}; known: {FEATURE_COLUMNS_TIME}")
     cols = []
     if entity is not None:
         cols = [c for c in FEATURE_COLUMNS_HISTORY if amount is not None or c not in FEATURE_COLUMNS_AMOUNT]
-    return cols + FEATURE_COLUMNS_TIME
+    return cols + [p for p in FEATURE_COLUMNS_TIME if p in time_parts]
 
 
 def _ns(frame: pd.DataFrame, column: str, name: str) -> np.ndarray:
@@ -53,6 +61,7 @@ def build_features(
     timestamp: str,
     amount: str | None,
     passthrough: list[str],
+    time_parts: Sequence[str] = (),
 ) -> pd.DataFrame:
     """Features for `today`'s rows (same order and index): passthrough columns, then `feature_columns(...)`.
 
@@ -61,7 +70,7 @@ def build_features(
     missing = [c for c in passthrough if c not in today.columns]
     if missing:
         raise KeyError(f"passthrough columns missing from today's data: {missing}")
-    generated = feature_columns(entity, amount)
+    generated = feature_columns(entity, amount, time_parts)
     clash = [c for c in passthrough if c in generated]
     if clash:
         raise ValueError(f"passthrough columns collide with generated features: {clash}")
@@ -98,8 +107,8 @@ def build_features(
             if c in feats:
                 out[c] = feats[c]
     ts = pd.DatetimeIndex(t_today.view("datetime64[ns]"))
-    out["hour_of_day"] = ts.hour.to_numpy(np.int64)
-    out["day_of_week"] = ts.dayofweek.to_numpy(np.int64)
+    for part in (p for p in FEATURE_COLUMNS_TIME if p in time_parts):
+        out[part] = TIME_PARTS[part](ts).to_numpy(np.int64)
     return out
 
 

@@ -172,6 +172,7 @@ def features_step(cfg: Pipeline, store: ObjectStore, interval: DayInterval) -> d
         timestamp=cfg.source.timestamp_column,
         amount=cfg.features.amount_column,
         passthrough=list(dict.fromkeys(c for c in keep if c)),
+        time_parts=cfg.features.time_parts,
     )
     written = store.write_parquet(features, uri(cfg, layout.FEATURES, interval.ds))
     return {"uri": written, "rows": len(features), "history_excluded": excluded}
@@ -179,10 +180,7 @@ def features_step(cfg: Pipeline, store: ObjectStore, interval: DayInterval) -> d
 
 def model_columns(cfg: Pipeline) -> tuple[list[str], list[str]]:
     """(numeric, categorical) model inputs: the configured columns plus the generated features."""
-    from ml_ops.pipeline.features import FEATURE_COLUMNS_TIME, feature_columns
-
-    generated = feature_columns(cfg.features.entity_column, cfg.features.amount_column)
-    numeric = [*cfg.features.numeric, *FEATURE_COLUMNS_TIME, *generated]
+    numeric = [*cfg.features.numeric, *cfg.generated_features]
     return list(dict.fromkeys(numeric)), list(cfg.features.categorical)
 
 
@@ -260,6 +258,7 @@ def train_step(
             "validation_uri": uri(cfg, "validation", window.holdout_days[-1], "report.html"),
             "airflow_run_id": run_id,
             "excluded_days": ",".join(sorted(rejected)) or "none",  # quarantined days left out of the window
+            "derived_features": ",".join(cfg.generated_features) or "none",  # what features added to the source
         },
         seed=cfg.training.seed,
         run_name=f"train {interval.ds}",

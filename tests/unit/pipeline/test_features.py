@@ -19,8 +19,11 @@ def frame(rows):
     )
 
 
+ALL_TIME = ["hour_of_day", "day_of_week"]
+
+
 def feats(today, history=None, **kw):
-    args = {"entity": "cust", "timestamp": "ts", "amount": "amount", "passthrough": ["id"]}
+    args = {"entity": "cust", "timestamp": "ts", "amount": "amount", "passthrough": ["id"], "time_parts": ALL_TIME}
     args.update(kw)
     return build_features(today, history, **args)
 
@@ -145,19 +148,21 @@ def test_deterministic_and_order_preserving():
     today, history = random_days(4)
     a, b = feats(today, history), feats(today.copy(), history.copy())
     pd.testing.assert_frame_equal(a, b, check_exact=True)
-    assert list(a.columns) == ["id"] + feature_columns("cust", "amount")
+    assert list(a.columns) == ["id"] + feature_columns("cust", "amount", ALL_TIME)
 
 
 def test_without_entity_only_time_features():
     today, _ = random_days(5)
-    f = build_features(today, None, entity=None, timestamp="ts", amount=None, passthrough=["id", "amount"])
+    f = build_features(
+        today, None, entity=None, timestamp="ts", amount=None, passthrough=["id", "amount"], time_parts=ALL_TIME
+    )
     assert list(f.columns) == ["id", "amount", "hour_of_day", "day_of_week"]
     assert f.hour_of_day.tolist() == today.ts.dt.hour.tolist()
 
 
 def test_entity_without_amount_skips_amount_features():
     today, history = random_days(6)
-    f = build_features(today, history, entity="cust", timestamp="ts", amount=None, passthrough=[])
+    f = build_features(today, history, entity="cust", timestamp="ts", amount=None, passthrough=[], time_parts=ALL_TIME)
     assert list(f.columns) == [
         "entity_txn_count_1h",
         "entity_txn_count_24h",
@@ -175,3 +180,13 @@ def test_errors_name_the_column():
         feats(today.assign(hour_of_day=1), passthrough=["hour_of_day"])
     with pytest.raises(ValueError, match="null timestamps"):
         feats(today.assign(ts=pd.NaT))
+
+
+def test_time_parts_are_opt_in_and_named():
+    today, history = random_days(8)
+    plain = build_features(today, history, entity="cust", timestamp="ts", amount="amount", passthrough=["id"])
+    assert not {"hour_of_day", "day_of_week"} & set(plain.columns)  # nothing added that was not declared
+    hour = feats(today, history, time_parts=["hour_of_day"])
+    assert "hour_of_day" in hour.columns and "day_of_week" not in hour.columns
+    with pytest.raises(ValueError, match=r"unknown time part\(s\) \['minute'\]"):
+        feats(today, history, time_parts=["minute"])
