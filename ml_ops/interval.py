@@ -45,8 +45,8 @@ def resolve_interval(
     if data_date:
         try:
             return DayInterval.for_day(date.fromisoformat(str(data_date)[:10]))
-        except ValueError:
-            raise ValueError(f"Param data_date={data_date!r} is not a date (YYYY-MM-DD)") from None
+        except (ValueError, OverflowError):  # 9999-12-31 is a date, but its interval's end is not
+            raise ValueError(f"Param data_date={data_date!r} is not a day a run can process (YYYY-MM-DD)") from None
     if data_interval_start and data_interval_end and data_interval_end > data_interval_start:
         return DayInterval.for_day(data_interval_start.astimezone(timezone.utc).date())
     if logical_date:

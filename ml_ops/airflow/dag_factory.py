@@ -25,6 +25,9 @@ DOC = """\
 
 * **Data**: `{prefix}/{{raw,validation,features}}/ds=<day>/` (one partition per data day, overwritten on re-run).
 * **Validation** fails the run with every failed expectation named; the report is `validation/ds=<day>/report.html`.
+  A rejected day is quarantined (`validation/quarantine.jsonl`): later days' history and training windows
+  leave it out until it is fixed and re-run. A day whose earlier days are not validated yet fails naming them.
+* **Features**: the model inputs are the declared columns plus these derived ones: {derived}.
 * **Train** uses the {window} labelled days before the {holdout}-day holdout (labels arrive {delay} day(s) late);
   it skips until that history exists. The model is registered in MLflow as `{name}` with alias `challenger`.
 * **Compare** scores challenger and `champion` on the same holdout: floors {floors}, minimum improvement
@@ -44,6 +47,17 @@ def schedules_mode() -> str:
     if mode not in ("on", "off", "assets"):
         raise ConfigError(f"MLOPS_SCHEDULES={mode!r}: expected on, off or assets")
     return mode
+
+
+# Days a run can mean: far-future dates passed the "date" format check and then overflowed the interval code.
+DAY_PATTERN = r"^(19[7-9][0-9]|2[01][0-9][0-9])-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])$"
+
+
+def day_param(description: str):
+    """An optional YYYY-MM-DD Param bounded to 1970..2199."""
+    from airflow.sdk import Param
+
+    return Param(None, type=["null", "string"], format="date", pattern=DAY_PATTERN, description=description)
 
 
 def default_args(cfg: Pipeline) -> dict:
@@ -103,14 +117,10 @@ def build_training_dag(cfg: Pipeline):
             improvement=p.min_improvement or "none",
             primary=p.primary_metric,
             mode=p.mode,
+            derived=", ".join(f"`{c}`" for c in cfg.generated_features) or "none",
         ),
         params={
-            "data_date": Param(
-                None,
-                type=["null", "string"],
-                format="date",
-                description="Day to process (default: the run's data interval)",
-            ),
+            "data_date": day_param("Day to process (default: the run's data interval)"),
             "force_retrain": Param(
                 False, type="boolean", description="Register a new model version even if one exists for this day"
             ),
@@ -188,9 +198,9 @@ def build_monitoring_dag(cfg: Pipeline):
             cooldown=m.retrain_cooldown_days,
         ),
         params={
-            "data_date": Param(None, type=["null", "string"], format="date", description="Day to report on"),
-            "start_date": Param(None, type=["null", "string"], format="date", description="Backfill: first day"),
-            "end_date": Param(None, type=["null", "string"], format="date", description="Backfill: last day"),
+            "data_date": day_param("Day to report on"),
+            "start_date": day_param("Backfill: first day"),
+            "end_date": day_param("Backfill: last day"),
             "columns": Param(
                 [], type="array", description="Columns to check (default: monitoring.columns or model inputs)"
             ),
@@ -224,10 +234,13 @@ CANARY_DOC = """\
 Starts when the training DAG's `announce_canary` task emits Asset `{name}_canary` (promotion.mode: canary), or manually
 with Params. The `canary` version takes {steps} % of the serving gateway's traffic step by step; each step
 runs {minutes} min, then the judge compares canary and champion on that step's serving logs (error rate,
-latency, score distribution, accuracy once labels arrive): Mann-Whitney U / two-proportion tests with
-tolerance bands, critical metrics, a 0-100 score (pass ≥ {pass_score}, marginal ≥ {marginal_score}). Too little
-data extends a step up to {ext} times, then fails. Pass all steps → `champion`; fail → all traffic back
-to the champion, version tagged `rolled_back`, alert. Verdicts: MLflow experiment `{name}-canary` and
+latency, score distribution) and, once labels arrive, on every labelled prediction since the start (log
+loss, ROC-AUC with DeLong's variance): one-sided tests with tolerance bands, critical metrics, a 0-100 score
+(pass ≥ {pass_score}, marginal ≥ {marginal_score}). Too little data extends a step up to {ext} times, then
+fails. Pass all steps → `champion`; fail → all traffic back to the champion, version tagged `rolled_back`,
+alert. Only a version that passed its offline gate (compare decision "promote" against the current
+champion) is rolled out, unless Params `force` with a `reason` (recorded in `{decision_log}`,
+the version's `canary.forced` tags and the alert). Verdicts: MLflow experiment `{name}-canary` and
 `canary.*` tags on the version. State: `{prefix}/deployment/state.json`. One canary at a time.
 
 Undo a promotion with the `{name}_rollback` DAG.
@@ -258,6 +271,7 @@ def build_canary_dag(cfg: Pipeline):
             marginal_score=c.marginal_score,
             ext=c.max_extensions,
             prefix=cfg.prefix(),
+            decision_log=layout.decision_log(cfg.prefix()),
         ),
         params={
             "version": Param(
@@ -309,6 +323,24 @@ def build_canary_dag(cfg: Pipeline):
                 minimum=0,
                 maximum=100,
                 description=f"Below this a step fails (default {c.marginal_score})",
+            ),
+            "min_per_class": Param(
+                None,
+                type=["null", "integer"],
+                minimum=2,
+                description=f"Labelled positives and negatives per side before log_loss / roc_auc are judged "
+                f"(default {c.min_per_class})",
+            ),
+            "force": Param(
+                False,
+                type="boolean",
+                description="Roll out a version that did not pass its offline gate (needs a reason; recorded in "
+                "the decisions log, the version's tags and the alert)",
+            ),
+            "reason": Param(
+                None,
+                type=["null", "string"],
+                description="Why the rollout is forced (required with force)",
             ),
         },
         default_args={**default_args(cfg), "retries": 1},

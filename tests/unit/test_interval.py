@@ -48,3 +48,18 @@ def test_training_window_leaves_label_delay_and_holdout_last():
     assert w.train_days == ["2026-01-14", "2026-01-15", "2026-01-16"]
     assert w.holdout_days == ["2026-01-17", "2026-01-18"]
     assert w.labels_known_at == datetime(2026, 1, 21, tzinfo=UTC)
+
+
+def test_far_future_day_is_a_clear_error_and_the_param_refuses_it():
+    from airflow.sdk import Param
+
+    from ml_ops.airflow.dag_factory import day_param
+
+    with pytest.raises(ValueError, match="data_date='9999-12-31'"):
+        resolve_interval(data_date="9999-12-31")
+    param = day_param("a day")
+    assert isinstance(param, Param)
+    assert param.resolve("2026-03-04") == "2026-03-04" and param.resolve(None) is None
+    for bad in ("9999-12-31", "2026-13-01", "0001-01-01"):
+        with pytest.raises(Exception, match="does not match|is not a .date"):
+            param.resolve(bad)
