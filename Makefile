@@ -16,17 +16,18 @@ $(STAMP): uv.lock pyproject.toml
 	UV_PROJECT_ENVIRONMENT=$(VENV) $(BIN)/uv sync --frozen --extra dev
 	@touch $@
 
+# `mlops` is the console script of this package (ml_ops/cli.py); the stack runs under its own supervisord.
 up: install
-	$(BIN)/python -m ml_ops.local.stack up
+	$(BIN)/mlops stack up
 
-down:
-	$(BIN)/python -m ml_ops.local.stack down
+down: install
+	$(BIN)/mlops stack down
 
-status:
-	$(BIN)/python -m ml_ops.local.stack status
+status: install
+	$(BIN)/mlops stack status
 
 demo: install
-	$(BIN)/python -m ml_ops.local.demo
+	$(BIN)/mlops demo
 
 test: install
 	$(BIN)/pytest -q

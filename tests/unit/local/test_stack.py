@@ -1,11 +1,14 @@
-"""The embedded stack's process management, against real processes (rclone S3; MLflow for process trees)."""
+"""The embedded stack on its own supervisord, against real processes (rclone S3; MLflow for process trees)."""
 
 from __future__ import annotations
 
 import io
 import json
 import os
+import signal
 import socket
+import stat
+import time
 from pathlib import Path
 
 import pytest
@@ -98,7 +101,7 @@ def test_port_taken_by_a_stranger_fails_before_starting_anything(stack):
         f"port {stack.airflow_port} (airflow) is already in use by another process; set MLOPS_AIRFLOW_PORT"
     )
     assert _our_processes(stack) == []
-    assert not list((stack.home / "run").glob("*.pid"))
+    assert not list((stack.home / "run").glob("*.pid")) and not stack.supervisor.running()
 
 
 def test_up_twice_does_not_duplicate_processes(stack):
@@ -143,6 +146,7 @@ def test_a_crashing_service_is_reported_in_one_line(stack, monkeypatch):
     log = stack.home / "logs" / "s3.log"
     assert str(err.value) == f"s3 failed to start: FATAL: cannot open store; log: {log}"
     assert _our_processes(stack) == []
+    assert not stack.supervisor.running()  # nothing of the stack runs, so neither does its supervisord
 
 
 def test_gateway_service_and_its_airflow_connection(stack, monkeypatch):
@@ -189,3 +193,78 @@ def test_gateway_port_taken_names_its_variable(stack):
     assert str(err.value) == (
         f"port {stack.gateway_port} (gateway) is already in use by another process; set MLOPS_GATEWAY_PORT"
     )
+
+
+def _mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def test_secrets_stay_off_command_lines_and_out_of_readable_files(stack):
+    stack.up(["s3"])
+    secret = stack.s3_secret_key.encode()
+    for pid in _our_processes(stack) + [stack.supervisor.processes()["s3"].pid]:
+        assert secret not in Path(f"/proc/{pid}/cmdline").read_bytes()
+    assert all(secret not in arg.encode() for svc in stack.services().values() for arg in svc.argv)
+    assert secret not in stack.supervisor.conf_path.read_bytes()  # the config names launch files instead
+    private = [
+        stack.supervisor.conf_path,
+        stack.supervisor.launch_path("s3"),
+        stack.home / "secrets.json",
+        stack.home / "stack.env",
+        stack.airflow_home / "passwords.json",
+        stack.home / "rclone.conf",
+    ]
+    assert {p.name: _mode(p) for p in private} == {p.name: 0o600 for p in private}
+    assert _mode(stack.run_dir) == 0o700
+    assert secret in stack.supervisor.launch_path("s3").read_bytes()  # rclone gets it as RCLONE_AUTH_KEY
+
+
+def test_each_stack_has_its_own_supervisord(stack, tmp_path):
+    # A home with a space in a path too long for a unix socket: the socket moves to the temp dir.
+    other = Stack(
+        home=tmp_path / ("other home " + "x" * 80),
+        s3_port=_free_port(),
+        startup_timeout=60,
+        stop_grace=10,
+    )
+    assert not str(other.supervisor.socket_path).startswith(str(other.home))
+    try:
+        stack.up(["s3"])
+        other.up(["s3"])
+        mine, theirs = stack.supervisor.processes()["s3"].pid, other.supervisor.processes()["s3"].pid
+        assert mine != theirs and _our_processes(other) == [theirs]
+        other.down()
+        assert _our_processes(other) == [] and not other.supervisor.running()
+        assert stack.status()["s3"] == {**stack.status()["s3"], "pid": mine, "healthy": True}  # untouched
+    finally:
+        other.down()
+
+
+def test_up_refuses_to_run_beside_processes_left_by_a_killed_supervisord(stack):
+    stack.up(["s3"])
+    rclone = stack.supervisor.processes()["s3"].pid
+    sv_pid = int((stack.run_dir / "supervisord.pid").read_text())
+    os.kill(sv_pid, signal.SIGKILL)
+    while Path(f"/proc/{sv_pid}").exists() and Path(f"/proc/{sv_pid}/stat").read_text().split()[2] != "Z":
+        time.sleep(0.05)
+    with pytest.raises(StackError, match=r"run without its supervisord \(pid \d+.*`mlops stack down` first"):
+        stack.up(["s3"])
+    assert _our_processes(stack) == [rclone]
+    stack.down()  # the /proc scan finds what supervisord can no longer stop
+    assert _our_processes(stack) == []
+
+
+def test_status_shows_supervisord_view_of_each_service(stack):
+    assert {s["detail"] for s in stack.status().values()} == {"not running"}
+    stack.up(["s3"])
+    status = stack.status()
+    assert status["s3"]["running"] and status["s3"]["healthy"] and status["s3"]["pid"]
+    assert not status["mlflow"]["running"] and status["mlflow"]["detail"] == "not running"
+    assert not stack.is_up()
+
+
+def test_a_home_supervisord_cannot_name_is_refused_in_one_line(tmp_path):
+    home = tmp_path / "100%"
+    with pytest.raises(StackError, match=r"^supervisord.conf cannot hold '.*100%.*': a path with '%'"):
+        Stack(home=home, s3_port=_free_port()).up(["s3"])
+    assert not Stack(home=home).supervisor.running()

@@ -1,0 +1,77 @@
+"""mlops: one command line for what users run locally.
+
+    mlops config check [FILE...]     validate pipeline YAMLs (default: every include/pipelines/*.yaml)
+    mlops stack up|down|status       the embedded stack (ml_ops.local.stack)
+    mlops demo                       the end-to-end demo (ml_ops.local.demo)
+    mlops traffic ...                replay traffic to the gateway (ml_ops.local.traffic)
+    mlops sim ...                    load simulated source days (ml_ops.local.sim)
+
+Each subcommand hands the rest of the command line to its module's own ``main``, so options are defined
+once, in the module (``mlops traffic --help`` is the module's help); ``python -m <module>`` keeps working.
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import sys
+from collections.abc import Callable
+from importlib import import_module
+
+# subcommand -> (module whose main() it runs, one-line help); imported only when chosen: they are heavy
+DELEGATES = {
+    "stack": ("ml_ops.local.stack", "start, stop or inspect the embedded stack: up | down | status [--only ...]"),
+    "demo": ("ml_ops.local.demo", "stack up, fraud pipeline over simulated days, a canary rollout, summary"),
+    "traffic": ("ml_ops.local.traffic", "replay a pipeline's features to the gateway, post delayed labels"),
+    "sim": ("ml_ops.local.sim.__main__", "load simulated source days: fraud | tumors --db URL --start DAY --days N"),
+}
+
+
+def _run(main: Callable[..., int | None], prog: str, argv: list[str]) -> int:
+    """Call a module's main with ``argv``: as its argument if it takes one, else as ``sys.argv``."""
+    params = inspect.signature(main).parameters
+    if "prog" in params:
+        rc = main(argv, prog=prog)
+    elif params:
+        rc = main(argv)
+    else:
+        saved = sys.argv
+        sys.argv = [prog, *argv]
+        try:
+            rc = main()
+        finally:
+            sys.argv = saved
+    return rc or 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mlops", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    config = sub.add_parser("config", help="pipeline configuration")
+    config_sub = config.add_subparsers(dest="action", required=True, metavar="ACTION")
+    check = config_sub.add_parser("check", help="validate pipeline YAMLs (default: all of include/pipelines)")
+    check.add_argument("files", nargs="*", metavar="FILE")
+    for name, (_module, help_) in DELEGATES.items():
+        # No options of its own (not even -h): everything after the subcommand goes to the module's parser.
+        sub.add_parser(name, help=help_, add_help=False)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser()
+    args, rest = parser.parse_known_args(argv)
+    if args.command == "config":
+        if rest:
+            parser.error(f"unrecognized arguments: {' '.join(rest)}")
+        from ml_ops.config import main as config_main
+
+        return _run(config_main, "mlops config check", args.files)
+    if args.command == "demo" and rest:
+        parser.error(f"mlops demo takes no arguments (got {' '.join(rest)}); it reads MLOPS_DEMO_* variables")
+    module = import_module(DELEGATES[args.command][0])
+    return _run(module.main, f"mlops {args.command}", rest)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
