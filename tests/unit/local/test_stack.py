@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from ml_ops.local.stack import OWNER_MARKER, Service, Stack, StackError
+from ml_ops.local.supervisor import START_SECONDS
 
 
 def _free_port() -> int:
@@ -268,3 +269,24 @@ def test_a_home_supervisord_cannot_name_is_refused_in_one_line(tmp_path):
     with pytest.raises(StackError, match=r"^supervisord.conf cannot hold '.*100%.*': a path with '%'"):
         Stack(home=home, s3_port=_free_port()).up(["s3"])
     assert not Stack(home=home).supervisor.running()
+
+
+def test_stop_then_up_again_and_a_later_crash_is_restarted_by_supervisord(stack):
+    stack.up(["s3"])
+    first = stack.status()["s3"]["pid"]
+    stack.stop("s3")
+    assert _our_processes(stack) == [] and stack.status()["s3"]["detail"] == "not running"
+    stack.up(["s3"])
+    second = stack.status()["s3"]["pid"]
+    assert second != first and stack.status()["s3"]["healthy"]
+
+    # Past its start window a service that dies unexpectedly is started again (autorestart=unexpected).
+    time.sleep(START_SECONDS + 1)
+    os.kill(second, signal.SIGKILL)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        status = stack.status()["s3"]
+        if status["healthy"] and status["pid"] not in (None, second):
+            break
+        time.sleep(0.5)
+    assert status["healthy"] and status["pid"] not in (None, second), status
