@@ -19,13 +19,9 @@ DAG = "fraud_training"
 D0 = date(2026, 1, 1)
 GOOD_DAYS = [D0 + timedelta(days=i) for i in range(6)]  # window 3 + holdout 1 + delay 1 -> first model on day 5
 CRIPPLED_DAY = D0 + timedelta(days=6)
-BAD_DAYS = {  # one defect per day, all after the good history
-    "missing_column": D0 + timedelta(days=7),
-    "wrong_types": D0 + timedelta(days=8),
-    "null_flood": D0 + timedelta(days=9),
-    "duplicate_ids": D0 + timedelta(days=10),
-    "empty_day": D0 + timedelta(days=11),
-}
+# One defect through the scheduler, with its alerts; the other defects of tests/unit/pipeline/test_bad_days.py
+# exercise only the validate step and run there against real S3 (each DAG run here costs ~40 s).
+BAD_DAYS = {"wrong_types": D0 + timedelta(days=7)}
 
 
 def _source_path(stack) -> str:
@@ -40,7 +36,7 @@ def history(stack, airflow):
     load_source(
         stack.source_db_url,
         "transactions",
-        generate_transactions(D0, 12, rows_per_day=1500, seed=11, label_delay_days=1),
+        generate_transactions(D0, 8, rows_per_day=1500, seed=11, label_delay_days=1),
     )
     _inject_defects(_source_path(stack))
     runs = {day: run_day(airflow, DAG, day) for day in GOOD_DAYS}
@@ -49,24 +45,11 @@ def history(stack, airflow):
 
 def _inject_defects(path: str) -> None:
     con = sqlite3.connect(path)
-
-    def day(key):
-        return BAD_DAYS[key].isoformat()
-
-    with con:
-        # text in a numeric column, as a broken upstream export would write it
+    with con:  # text in a numeric column, as a broken upstream export would write it
         con.execute(
-            "UPDATE transactions SET amount = 'n/a' WHERE substr(ts,1,10) = ? AND rowid % 20 = 0", (day("wrong_types"),)
+            "UPDATE transactions SET amount = 'n/a' WHERE substr(ts,1,10) = ? AND rowid % 20 = 0",
+            (BAD_DAYS["wrong_types"].isoformat(),),
         )
-        con.execute(
-            "UPDATE transactions SET customer_id = NULL WHERE substr(ts,1,10) = ? AND rowid % 2 = 0",
-            (day("null_flood"),),
-        )
-        con.execute(
-            "INSERT INTO transactions SELECT * FROM transactions WHERE substr(ts,1,10) = ? AND rowid % 50 = 0",
-            (day("duplicate_ids"),),
-        )
-        con.execute("DELETE FROM transactions WHERE substr(ts,1,10) = ?", (day("empty_day"),))
     con.close()
 
 
@@ -117,7 +100,13 @@ def test_rerun_is_idempotent(history, airflow, store, mlflow_client):
     prefix = "s3://mlops/pipelines/fraud"
     keys = [
         f"{prefix}/{stage}/ds={day}/{name}"
-        for stage, name in (("raw", "data.parquet"), ("features", "data.parquet"), ("validation", "result.json"))
+        for stage, name in (
+            ("raw", "data.parquet"),
+            ("features", "data.parquet"),
+            ("validation", "result.json"),
+            ("validation", "report.html"),
+            ("validation", "validated.json"),
+        )
     ]
     before = {k: store.get_bytes(k) for k in keys}
     versions = len(mlflow_client.search_model_versions("name='fraud'"))
@@ -132,13 +121,7 @@ def test_rerun_is_idempotent(history, airflow, store, mlflow_client):
     assert store.read_jsonl(f"{prefix}/decisions/log.jsonl") == log_before
 
 
-EXPECTED = {
-    "missing_column": ("expect_column_to_exist", "device"),
-    "wrong_types": ("expect_column_values_to_be_in_type_list", "amount"),
-    "null_flood": ("expect_column_values_to_not_be_null", "customer_id"),
-    "duplicate_ids": ("expect_column_values_to_be_unique", "transaction_id"),
-    "empty_day": ("expect_table_row_count_to_be_between", "0"),
-}
+EXPECTED = {"wrong_types": ("expect_column_values_to_be_in_type_list", "amount")}
 
 
 @pytest.mark.parametrize("defect", list(BAD_DAYS))
@@ -146,14 +129,7 @@ def test_bad_input_stops_at_validate(defect, history, airflow, store, mlflow_cli
     day = BAD_DAYS[defect]
     versions = len(mlflow_client.search_model_versions("name='fraud'"))
     champion = mlflow_client.get_model_version_by_alias("fraud", "champion").version
-    sql = include_dir / "sql" / "fraud_extract.sql"
-    original = sql.read_text()
-    if defect == "missing_column":  # an upstream view lost a column
-        sql.write_text(original.replace("country, device,", "country,"))
-    try:
-        run = run_day(airflow, DAG, day)
-    finally:
-        sql.write_text(original)
+    run = run_day(airflow, DAG, day)
     assert run["state"] == "failed"
     assert run["tasks"]["extract"] == "success" and run["tasks"]["validate"] == "failed"
     assert all(run["tasks"][t] == "upstream_failed" for t in ("features", "train", "compare")), run["tasks"]
