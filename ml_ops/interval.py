@@ -2,9 +2,11 @@
 
 Partitions are daily (``ds=YYYY-MM-DD``). In order of precedence:
 1. the ``data_date`` Param of a manual trigger;
-2. the run's data interval, when it spans time (CronDataIntervalTimetable: [D, D+1) runs after D ends);
-3. the logical date's day (trigger-style timetables and REST triggers with a logical date);
-4. no logical date at all (asset-triggered or logical_date=None runs): the last full day before the
+2. the ``data_date`` in the extra of the Asset events that started the run (the monitoring DAG's retrain
+   request names the day it is for; the newest, if several requests were queued);
+3. the run's data interval, when it spans time (CronDataIntervalTimetable: [D, D+1) runs after D ends);
+4. the logical date's day (trigger-style timetables and REST triggers with a logical date);
+5. no logical date at all (asset-triggered or logical_date=None runs): the last full day before the
    run was created, so the key is still a date and re-running the run picks the same partition.
 """
 
@@ -55,11 +57,26 @@ def resolve_interval(
     return DayInterval.for_day(created.date() - timedelta(days=1))
 
 
+DATA_DATE = "data_date"  # the Param, and the key of an Asset event's extra, that names the day to process
+
+
+def asset_event_day(triggering_asset_events) -> str | None:
+    """The newest ``data_date`` named in the extra of a run's triggering Asset events (Airflow 3 Task SDK:
+    ``context["triggering_asset_events"]``, a mapping of Asset to its events), or None."""
+    days = [
+        str(day)[:10]
+        for asset in triggering_asset_events or {}
+        for event in triggering_asset_events[asset]
+        if (day := (getattr(event, "extra", None) or {}).get(DATA_DATE))
+    ]
+    return max(days) if days else None
+
+
 def interval_from_context(context) -> DayInterval:
     params = context.get("params") or {}
     dag_run = context.get("dag_run")
     return resolve_interval(
-        data_date=params.get("data_date"),
+        data_date=params.get(DATA_DATE) or asset_event_day(context.get("triggering_asset_events")),
         data_interval_start=context.get("data_interval_start"),
         data_interval_end=context.get("data_interval_end"),
         logical_date=context.get("logical_date"),

@@ -74,6 +74,14 @@ def default_args(cfg: Pipeline) -> dict:
     }
 
 
+def retrain_asset(cfg: Pipeline):
+    """The Asset a monitoring alarm emits to request a retrain and the training DAG is scheduled on. Its
+    events' extra names the day to train for (``data_date``, read by ``ml_ops.interval.interval_from_context``)."""
+    from airflow.sdk import Asset
+
+    return Asset(name=f"{cfg.name}_retrain")
+
+
 def build_training_dag(cfg: Pipeline):
     from airflow.providers.standard.operators.empty import EmptyOperator
     from airflow.sdk import DAG, Asset, AssetOrTimeSchedule, CronDataIntervalTimetable, Param, task
@@ -89,8 +97,8 @@ def build_training_dag(cfg: Pipeline):
 
     p = cfg.promotion
     mode = schedules_mode()
-    retrain = Asset(name=f"{cfg.name}_retrain")
-    # The daily schedule, or a retrain requested by the monitoring DAG's alarm (Asset).
+    retrain = retrain_asset(cfg)
+    # The daily schedule, or a retrain requested by the monitoring DAG's alarm (Asset; its day in the extra).
     if mode == "on" and cfg.schedule:
         schedule = AssetOrTimeSchedule(
             timetable=CronDataIntervalTimetable(cfg.schedule, timezone="UTC"), assets=[retrain]
@@ -174,8 +182,7 @@ Manual trigger: Params `data_date`, or `start_date`/`end_date` for a backfill of
 
 
 def build_monitoring_dag(cfg: Pipeline):
-    from airflow.providers.standard.operators.empty import EmptyOperator
-    from airflow.sdk import DAG, Asset, CronDataIntervalTimetable, Param, task
+    from airflow.sdk import DAG, CronDataIntervalTimetable, Param, task
 
     from ml_ops.airflow.operators import DriftOperator
 
@@ -209,22 +216,26 @@ def build_monitoring_dag(cfg: Pipeline):
     ) as dag:
         drift = DriftOperator(task_id="drift_report", pipeline=cfg.name)
 
+        retrain = retrain_asset(cfg)
+
         @task.short_circuit(task_id="retrain_due")
-        def retrain_due(result: dict) -> bool:
-            """An alarm asks for a retrain at most once per monitoring.retrain_cooldown_days."""
-            if not result.get("alarm"):
-                return False
+        def retrain_due(result: dict) -> dict | None:
+            """An alarm (drift or quality) asks for a retrain of its day, at most once per
+            monitoring.retrain_cooldown_days. XCom: the request (the Asset event's extra), or nothing."""
             from ml_ops.config import load_pipeline_by_name
-            from ml_ops.monitoring.step import should_retrain
+            from ml_ops.monitoring.retrain import retrain_request
             from ml_ops.storage import store_from_airflow
 
             pipeline = load_pipeline_by_name(cfg.name)
-            return should_retrain(store_from_airflow(pipeline.aws_conn_id), pipeline, result["data_date"])
+            return retrain_request(store_from_airflow(pipeline.aws_conn_id), pipeline, result)
 
-        retrain_due(drift.output) >> EmptyOperator(
-            task_id="request_retrain",
-            outlets=[Asset(name=f"{cfg.name}_retrain", extra={"log": f"{cfg.prefix()}/drift/retrain_log.jsonl"})],
-        )
+        @task(task_id="request_retrain", outlets=[retrain])
+        def request_retrain(request: dict, *, outlet_events=None) -> dict:
+            """Emits the retrain Asset event; its extra names the day the training run processes."""
+            outlet_events[retrain].extra = request
+            return request
+
+        request_retrain(retrain_due(drift.output))
     return dag
 
 

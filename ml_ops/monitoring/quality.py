@@ -5,13 +5,17 @@ concept change looks like (same inputs, different relation to the label). Two si
 
 * the day's ROC-AUC fell at least ``quality_drop`` below the reference AUC (the champion's holdout AUC);
 * ADWIN fired on the per-row error stream (labelled rows in time order): the mean error of the recent
-  part of the stream differs from the older part by more than chance allows.
+  part of the stream is higher than the older part's by more than chance allows.
+
+Both alarm on deterioration only. An error rate that fell (a better model, easier traffic) is reported
+in ``notes``, not alarmed: an alarm pages people and asks for a retrain.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
+from typing import Literal
 
 import numpy as np
 
@@ -26,7 +30,13 @@ class AdwinResult:
     mean_after: float | None = None
 
 
-def adwin(stream, delta: float = 0.002, clock: int = 32, min_window: int = 30) -> AdwinResult:
+def adwin(
+    stream,
+    delta: float = 0.002,
+    clock: int = 32,
+    min_window: int = 30,
+    direction: Literal["both", "increase", "decrease"] = "both",
+) -> AdwinResult:
     """ADWIN change detector (Bifet & Gavaldà, "Learning from Time-Changing Data with Adaptive
     Windowing", SIAM SDM 2007), run over a finite stream of values in [0, 1] until its first detection.
 
@@ -36,7 +46,13 @@ def adwin(stream, delta: float = 0.002, clock: int = 32, min_window: int = 30) -
     (the paper's Bernstein-style bound, Theorem 3.1 / Section 4). Each split point is checked exactly
     with cumulative sums instead of the paper's exponential-histogram buckets: the streams here are
     one day's labelled rows, small enough to keep whole.
+
+    ``direction``: which changes count: ``increase`` (the newer mean is higher: for an error stream, a
+    deterioration), ``decrease``, or ``both`` (the paper's two-sided test). The bound is the same, so a
+    one-sided detector alarms at most as often as the two-sided one on a stationary stream.
     """
+    if direction not in ("both", "increase", "decrease"):
+        raise ValueError(f"adwin: direction {direction!r} is not both, increase or decrease")
     x = np.asarray(stream, dtype="float64")
     if x.size and (x.min() < 0 or x.max() > 1):
         raise ValueError("adwin: values must lie in [0, 1] (e.g. 0/1 errors or Brier scores)")
@@ -51,9 +67,10 @@ def adwin(stream, delta: float = 0.002, clock: int = 32, min_window: int = 30) -
         m = 1.0 / (1.0 / n0 + 1.0 / n1)
         log_term = math.log(2.0 * t / delta)
         eps = np.sqrt(2.0 / m * var * log_term) + 2.0 / (3.0 * m) * log_term
-        cut = np.flatnonzero(np.abs(mu0 - mu1) >= eps)
+        change = {"both": np.abs(mu1 - mu0), "increase": mu1 - mu0, "decrease": mu0 - mu1}[direction]
+        cut = np.flatnonzero(change >= eps)
         if cut.size:
-            k = int(n0[cut[np.argmax(np.abs(mu0 - mu1)[cut])]])
+            k = int(n0[cut[np.argmax(change[cut])]])
             return AdwinResult(True, t - 1, float(csum[k] / k), float((csum[t] - csum[k]) / (t - k)))
     return AdwinResult(False)
 
@@ -61,12 +78,13 @@ def adwin(stream, delta: float = 0.002, clock: int = 32, min_window: int = 30) -
 @dataclass
 class QualityResult:
     metrics: dict[str, float | None]  # roc_auc, precision, recall, n, positives, error_rate
-    drift_detected: bool  # ADWIN fired on the error stream
+    drift_detected: bool  # ADWIN found the error stream got worse
     alarm: bool
     reference_auc: float | None = None
     auc_drop: float | None = None
-    reasons: list[str] = field(default_factory=list)
+    reasons: list[str] = field(default_factory=list)  # why it alarmed
     detector: dict = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)  # reported, not alarmed (e.g. the error rate fell)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -107,8 +125,9 @@ def quality_check(
     ``recent`` (boolean mask) selects the rows the day's metrics are computed on (default: all); the
     detector always sees the whole stream so it can compare older with newer rows. The per-row error
     is the Brier loss (score - label)^2, in [0, 1] and sensitive to confident misses, which a
-    concept change produces. Fewer than ``min_rows`` labelled rows, or fewer than ``min_per_class`` of
-    either class among them (AUC on a handful of positives is noise): metrics only, no alarm."""
+    concept change produces. Only a rise of the error alarms; a fall is a note. Fewer than ``min_rows``
+    labelled rows, or fewer than ``min_per_class`` of either class among them (AUC on a handful of
+    positives is noise): metrics only, no alarm."""
     y = np.asarray(y_true).astype(int)
     s = np.asarray(y_score, dtype="float64")
     if y.shape != s.shape:
@@ -129,8 +148,9 @@ def quality_check(
                 )
             ],
         )
-    det = adwin((s - y) ** 2, delta=delta)
-    reasons = []
+    errors = (s - y) ** 2
+    det = adwin(errors, delta=delta, direction="increase")
+    reasons, notes = [], []
     drop = None
     if reference_auc is not None and metrics["roc_auc"] is not None:
         drop = reference_auc - metrics["roc_auc"]
@@ -139,9 +159,16 @@ def quality_check(
                 f"roc_auc {metrics['roc_auc']:.3f} is {drop:.3f} below the reference "
                 f"{reference_auc:.3f} (allowed drop {quality_drop:g})"
             )
+        elif drop <= -quality_drop:
+            notes.append(f"roc_auc {metrics['roc_auc']:.3f} is {-drop:.3f} above the reference {reference_auc:.3f}")
     if det.detected:
         reasons.append(
-            f"ADWIN: mean Brier error changed from {det.mean_before:.4f} to {det.mean_after:.4f} "
+            f"ADWIN: mean Brier error rose from {det.mean_before:.4f} to {det.mean_after:.4f} "
             f"(detected at labelled row {det.index} of {len(y)})"
         )
-    return QualityResult(metrics, det.detected, bool(reasons), reference_auc, drop, reasons, asdict(det))
+    elif (better := adwin(errors, delta=delta, direction="decrease")).detected:
+        notes.append(
+            f"ADWIN: mean Brier error fell from {better.mean_before:.4f} to {better.mean_after:.4f} "
+            f"(detected at labelled row {better.index} of {len(y)}); an improvement is not an alarm"
+        )
+    return QualityResult(metrics, det.detected, bool(reasons), reference_auc, drop, reasons, asdict(det), notes)

@@ -27,13 +27,15 @@ DECISION_ARTIFACT = "decision.json"
 # --------------------------------------------------------------------------- scoring
 
 
-def score_model(model_uri: str, df: pd.DataFrame, target: str) -> tuple[dict[str, float], np.ndarray]:
-    """Load a pyfunc model, score `df` (target column dropped) and compute the holdout metrics."""
-    import mlflow.pyfunc
+def score_model(
+    tracking_uri: str, model_name: str, version: int, df: pd.DataFrame, target: str
+) -> tuple[dict[str, float], np.ndarray]:
+    """Load a registered version, score `df` (target column dropped) and compute the holdout metrics."""
+    from ml_ops.pipeline.train import load_model_version
 
     if target not in df.columns:
         raise ValueError(f"score_model: target column {target!r} not in holdout")
-    model = mlflow.pyfunc.load_model(model_uri)
+    model = load_model_version(tracking_uri, model_name, version)
     y_score = score(model, df.drop(columns=[target]))
     return classification_metrics(df[target].to_numpy(), y_score), y_score
 
@@ -271,7 +273,7 @@ def _fmt(v) -> str:
 
 
 def _find_recorded_decision(client, experiment_id: str, idempotency_key: str) -> Decision | None:
-    from mlflow.artifacts import load_dict
+    import tempfile
 
     runs = client.search_runs(
         [experiment_id],
@@ -283,7 +285,10 @@ def _find_recorded_decision(client, experiment_id: str, idempotency_key: str) ->
     if not runs:
         return None
     try:
-        return Decision.from_dict(load_dict(f"runs:/{runs[0].info.run_id}/{DECISION_ARTIFACT}"))
+        # the client's download, not mlflow.artifacts.load_dict("runs:/..."): that one uses the global tracking URI
+        with tempfile.TemporaryDirectory() as tmp:
+            with open(client.download_artifacts(runs[0].info.run_id, DECISION_ARTIFACT, tmp)) as f:
+                return Decision.from_dict(json.load(f))
     except Exception:  # noqa: BLE001 - a damaged record means we recompute
         return None
 
@@ -306,13 +311,17 @@ def compare_and_record(
     With `idempotency_key`, a finished comparison run carrying that key is reused (its recorded
     decision is returned) so a retried task gives the same answer.
     """
-    import mlflow
+    import time
+
     from mlflow import MlflowClient
+    from mlflow.entities import Metric, Param
+    from mlflow.tracking.context import registry as run_context
 
     from ml_ops.pipeline.train import _ensure_experiment
 
-    mlflow.set_tracking_uri(tracking_uri)
-    client = MlflowClient(tracking_uri)
+    # Explicit client calls (and models loaded by load_model_version): the fluent API works on the process-global
+    # tracking URI and active run.
+    client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
     exp_id = _ensure_experiment(client, experiment, artifact_location)
     if idempotency_key and (recorded := _find_recorded_decision(client, exp_id, idempotency_key)):
         return recorded
@@ -324,7 +333,7 @@ def compare_and_record(
     champion_version = current_version(client, model_name, CHAMPION_ALIAS)  # raises if MLflow cannot answer
 
     y = holdout_df[target].to_numpy().astype(int)
-    ch_metrics, ch_score = score_model(f"models:/{model_name}/{challenger_version}", holdout_df, target)
+    ch_metrics, ch_score = score_model(tracking_uri, model_name, challenger_version, holdout_df, target)
     if champion_version == challenger_version:
         decision = Decision(
             False,
@@ -337,7 +346,7 @@ def compare_and_record(
     elif champion_version is None:
         decision = decide(ch_metrics, None, None, policy)
     else:
-        cp_metrics, cp_score = score_model(f"models:/{model_name}/{champion_version}", holdout_df, target)
+        cp_metrics, cp_score = score_model(tracking_uri, model_name, champion_version, holdout_df, target)
         boot = paired_bootstrap(
             y,
             ch_score,
@@ -356,20 +365,21 @@ def compare_and_record(
     run_tags = {"decision": verdict, "model_name": model_name}
     if idempotency_key:
         run_tags["idempotency_key"] = idempotency_key
-    with mlflow.start_run(experiment_id=exp_id, run_name=f"compare-v{challenger_version}", tags=run_tags) as run:
-        mlflow.log_params(
-            {
-                "challenger_version": challenger_version,
-                "champion_version": champion_version if champion_version is not None else "none",
-                "primary_metric": policy.primary_metric,
-                "bootstrap_samples": policy.bootstrap_samples,
-                "confidence": policy.confidence,
-                "require_significant": policy.require_significant,
-                "floors": json.dumps(policy.floors),
-                "min_improvement": json.dumps(policy.min_improvement),
-                "holdout_rows": len(holdout_df),
-            }
-        )
+    run_id = client.create_run(
+        exp_id, run_name=f"compare-v{challenger_version}", tags=run_context.resolve_tags(run_tags)
+    ).info.run_id
+    try:
+        params = {
+            "challenger_version": challenger_version,
+            "champion_version": champion_version if champion_version is not None else "none",
+            "primary_metric": policy.primary_metric,
+            "bootstrap_samples": policy.bootstrap_samples,
+            "confidence": policy.confidence,
+            "require_significant": policy.require_significant,
+            "floors": json.dumps(policy.floors),
+            "min_improvement": json.dumps(policy.min_improvement),
+            "holdout_rows": len(holdout_df),
+        }
         metrics = {f"challenger.{k}": v for k, v in decision.challenger_metrics.items()}
         if decision.champion_metrics is not None and champion_version != challenger_version:
             metrics.update({f"champion.{k}": v for k, v in decision.champion_metrics.items()})
@@ -390,10 +400,21 @@ def compare_and_record(
                     "bootstrap.n": b.n,
                 }
             )
-        mlflow.log_metrics({k: float(v) for k, v in metrics.items() if v is not None and math.isfinite(float(v))})
-        mlflow.set_tag("decision_reason", decision.reason[:5000])
-        decision = replace(decision, comparison_run_id=run.info.run_id)
-        mlflow.log_dict(decision.to_dict(), DECISION_ARTIFACT)
+        now = int(time.time() * 1000)
+        client.log_batch(
+            run_id,
+            metrics=[
+                Metric(k, float(v), now, 0) for k, v in metrics.items() if v is not None and math.isfinite(float(v))
+            ],
+            params=[Param(k, str(v)) for k, v in params.items()],
+        )
+        client.set_tag(run_id, "decision_reason", decision.reason[:5000])
+        decision = replace(decision, comparison_run_id=run_id)
+        client.log_dict(run_id, decision.to_dict(), DECISION_ARTIFACT)
+    except BaseException:
+        client.set_terminated(run_id, "FAILED")
+        raise
+    client.set_terminated(run_id)
 
     if champion_version != challenger_version:
         vtags = {

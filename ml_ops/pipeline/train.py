@@ -30,7 +30,9 @@ import mlflow.pyfunc
 import numpy as np
 import pandas as pd
 from mlflow import MlflowClient
+from mlflow.entities import Metric, Param
 from mlflow.exceptions import MlflowException
+from mlflow.tracking.context import registry as run_context
 from sklearn.base import is_classifier
 from sklearn.compose import ColumnTransformer
 from sklearn.impute import SimpleImputer
@@ -223,38 +225,92 @@ def _pickle_by_value(module_name: str):
         cloudpickle.unregister_pickle_by_value(module)
 
 
-@contextmanager
-def _no_uv_file_copy():
-    """MLflow copies uv.lock/pyproject.toml from the cwd into pyfunc models; our pins replace that."""
-    old = os.environ.get("MLFLOW_LOG_UV_FILES")
-    os.environ["MLFLOW_LOG_UV_FILES"] = "false"
-    try:
-        yield
-    finally:
-        if old is None:
-            os.environ.pop("MLFLOW_LOG_UV_FILES", None)
-        else:
-            os.environ["MLFLOW_LOG_UV_FILES"] = old
+def log_score_model(
+    client: MlflowClient, run_id: str, pipeline: Pipeline, input_example: pd.DataFrame, name: str = MODEL_ARTIFACT_NAME
+):
+    """Log the fitted pipeline as a pyfunc scoring model (an MLflow 3 LoggedModel) of run ``run_id``;
+    returns the LoggedModel (READY).
 
-
-def log_score_model(pipeline: Pipeline, input_example: pd.DataFrame, name: str = MODEL_ARTIFACT_NAME):
-    """Log the fitted pipeline as a pyfunc scoring model in the active run; returns ModelInfo.
+    Through ``client`` only: ``mlflow.pyfunc.log_model`` resolves the process-global tracking URI and active
+    run. The steps are those of ``mlflow.models.Model.log``: create the LoggedModel, record it as the run's
+    output, save the pyfunc locally with an MLmodel naming model and run, upload, mark READY (FAILED on error).
 
     Fast path (see bench/RESULTS_model_logging.md): explicit pinned pip_requirements so MLflow
     does not spawn a subprocess to infer them, and an explicit signature so it is not inferred.
     """
-    from mlflow.models import infer_signature
+    from mlflow.entities import LoggedModelOutput, LoggedModelStatus
+    from mlflow.models import Model, infer_signature
 
     wrapper = ScoreModel(pipeline)
     signature = infer_signature(input_example, wrapper.predict(None, input_example))
-    with _pickle_by_value(__name__), _no_uv_file_copy():
-        return mlflow.pyfunc.log_model(
-            name=name,
-            python_model=wrapper,
-            signature=signature,
-            input_example=input_example,
-            pip_requirements=pinned_requirements(),
+    run = client.get_run(run_id)
+    model = client.create_logged_model(
+        run.info.experiment_id,
+        name=name,
+        source_run_id=run_id,
+        tags=run_context.resolve_tags(),
+        params={k: str(v) for k, v in run.data.params.items()},
+    )
+    try:
+        client.log_outputs(run_id, [LoggedModelOutput(model.model_id, step=0)])
+        mlflow_model = Model(
+            artifact_path=model.artifact_location, model_uuid=model.model_id, run_id=run_id, model_id=model.model_id
         )
+        with tempfile.TemporaryDirectory() as tmp, _pickle_by_value(__name__):
+            path = os.path.join(tmp, name)
+            mlflow.pyfunc.save_model(
+                path,
+                python_model=wrapper,
+                signature=signature,
+                input_example=input_example,
+                pip_requirements=pinned_requirements(),
+                mlflow_model=mlflow_model,
+                # MLflow copies uv.lock/pyproject.toml of the uv project (default: the cwd) into the model; our
+                # pins replace them. A directory that is no uv project says so without MLFLOW_LOG_UV_FILES.
+                uv_project_path=tmp,
+            )
+            client.log_model_artifacts(model.model_id, path)
+    except BaseException:
+        client.finalize_logged_model(model.model_id, LoggedModelStatus.FAILED)
+        raise
+    return client.finalize_logged_model(model.model_id, LoggedModelStatus.READY)
+
+
+def _register_version(client: MlflowClient, model_name: str, model, run_id: str, tags: dict[str, str]):
+    """New version of ``model_name`` (created if absent) from a LoggedModel, as ``mlflow.register_model`` does."""
+    try:
+        client.create_registered_model(model_name)
+    except MlflowException as exc:
+        if exc.error_code not in ("RESOURCE_ALREADY_EXISTS", "ALREADY_EXISTS"):
+            raise
+    return client.create_model_version(
+        model_name,
+        # The LoggedModel's files, not "models:/<model_id>": MLflow's SQL registry store resolves such a source
+        # through the process-global tracking URI (sqlalchemy_store.create_model_version); both register the
+        # same storage location.
+        source=model.artifact_location,
+        run_id=run_id,
+        tags=tags,
+        await_creation_for=0,
+        model_id=model.model_id,
+    )
+
+
+def load_model_version(tracking_uri: str, model_name: str, version: int | str):
+    """The pyfunc model of a registered version, loaded with an explicit tracking URI.
+
+    ``mlflow.pyfunc.load_model("models:/<name>/<version>")`` takes no tracking URI, and a ``models:/`` URI is
+    resolved through the process-global registry URI even when ``download_artifacts`` is given one
+    (``ModelsArtifactRepository._get_model_uri_infos``). So the client resolves where the version's files are,
+    ``download_artifacts(..., tracking_uri=)`` fetches them, and the local copy is loaded."""
+    import mlflow.artifacts
+
+    client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+    source = client.get_model_version_download_uri(model_name, str(version))
+    if source.startswith("models:/"):  # MLflow 3: the version points at a LoggedModel
+        source = client.get_logged_model(source.removeprefix("models:/").split("/")[0]).artifact_location
+    local = mlflow.artifacts.download_artifacts(artifact_uri=source, tracking_uri=tracking_uri)
+    return mlflow.pyfunc.load_model(local)
 
 
 def _plot_curves(y, score, threshold: float) -> dict[str, Any]:
@@ -308,24 +364,31 @@ def _importance_figure(imp: pd.DataFrame):
     return fig
 
 
-def _log_data_uris(data_uris: dict[str, list[str]], frames: dict[str, pd.DataFrame], target: str) -> None:
+def _log_data_uris(
+    client: MlflowClient, run_id: str, data_uris: dict[str, list[str]], frames: dict[str, pd.DataFrame], target: str
+) -> None:
     """Data lineage: one dataset input per split (source = the S3 uri) plus params/tags/artifact."""
     from mlflow.data import from_pandas
+    from mlflow.entities import DatasetInput, InputTag
+    from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 
     for split, uris in (data_uris or {}).items():
         uris = [uris] if isinstance(uris, str) else list(uris)
         as_json = json.dumps(uris)
-        mlflow.log_param(f"data_uris.{split}", _clip(as_json, _MAX_PARAM_CHARS))
-        mlflow.set_tag(f"data_uris.{split}", _clip(as_json, _MAX_TAG_CHARS))
+        client.log_param(run_id, f"data_uris.{split}", _clip(as_json, _MAX_PARAM_CHARS))
+        client.set_tag(run_id, f"data_uris.{split}", _clip(as_json, _MAX_TAG_CHARS))
         df = frames.get(split)
         if df is None or not uris:
             continue
         # a dataset has a single source: the uri itself, or the common prefix of several files
         source = uris[0] if len(uris) == 1 else os.path.commonprefix(uris)
         ds = from_pandas(df, source=source, targets=target, name=split)
-        mlflow.log_input(ds, context=split, tags={"n_uris": str(len(uris))})
-    mlflow.log_dict(
-        {k: list(v) if not isinstance(v, str) else [v] for k, v in (data_uris or {}).items()}, "data/data_uris.json"
+        tags = [InputTag("n_uris", str(len(uris))), InputTag(MLFLOW_DATASET_CONTEXT, split)]
+        client.log_inputs(run_id, [DatasetInput(ds._to_mlflow_entity(), tags)])
+    client.log_dict(
+        run_id,
+        {k: list(v) if not isinstance(v, str) else [v] for k, v in (data_uris or {}).items()},
+        "data/data_uris.json",
     )
 
 
@@ -364,8 +427,9 @@ def train_and_register(
     same key is returned as-is (no new run, no alias change): re-running a train task is safe.
     `artifact_location` is only used when the experiment has to be created.
     """
-    mlflow.set_tracking_uri(tracking_uri)
-    client = MlflowClient(tracking_uri)
+    # Explicit client calls throughout: the fluent API (mlflow.start_run, log_*, register_model) works on the
+    # process-global tracking URI and active run.
+    client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
     if idempotency_key:
         existing = find_existing_version(client, model_name, idempotency_key)
         if existing is not None:
@@ -392,7 +456,9 @@ def train_and_register(
     exp_id = _ensure_experiment(client, experiment, artifact_location)
     tags = {k: str(v) for k, v in (tags or {}).items()}
 
-    with mlflow.start_run(experiment_id=exp_id, run_name=run_name, tags=tags) as run:
+    # the tags mlflow.start_run adds (user, source, git commit) + ours
+    run_id = client.create_run(exp_id, run_name=run_name, tags=run_context.resolve_tags(tags)).info.run_id
+    try:
         t0 = time.perf_counter()
         pipeline.fit(train_df[features], y_train)
         fit_seconds = time.perf_counter() - t0
@@ -421,15 +487,15 @@ def train_and_register(
         run_params.update({f"tag.{k}": v for k, v in tags.items()})  # window info etc.
         if idempotency_key:
             run_params["idempotency_key"] = idempotency_key
-            mlflow.set_tag(IDEMPOTENCY_TAG, idempotency_key)
-        mlflow.log_params({k: _clip(str(v), _MAX_PARAM_CHARS) for k, v in run_params.items()})
-        _log_data_uris(data_uris, {"train": train_df, "holdout": holdout_df}, target)
+            client.set_tag(run_id, IDEMPOTENCY_TAG, idempotency_key)
+        client.log_batch(run_id, params=[Param(k, _clip(str(v), _MAX_PARAM_CHARS)) for k, v in run_params.items()])
+        _log_data_uris(client, run_id, data_uris, {"train": train_df, "holdout": holdout_df}, target)
 
         for path, fig in _plot_curves(y_hold, score, SCORE_THRESHOLD).items():
-            mlflow.log_figure(fig, path)
+            client.log_figure(run_id, fig, path)
         imp = _feature_importance(pipeline, X_hold, y_hold, seed)
-        mlflow.log_text(imp.to_csv(index=False), "feature_importance/permutation_importance.csv")
-        mlflow.log_figure(_importance_figure(imp), "feature_importance/permutation_importance.png")
+        client.log_text(run_id, imp.to_csv(index=False), "feature_importance/permutation_importance.csv")
+        client.log_figure(run_id, _importance_figure(imp), "feature_importance/permutation_importance.png")
 
         # reference sample for drift reports: features + target + model score
         ref = train_df[features + [target]]
@@ -440,22 +506,29 @@ def train_and_register(
         with tempfile.TemporaryDirectory() as tmp:
             path = os.path.join(tmp, os.path.basename(REFERENCE_ARTIFACT))
             ref.to_parquet(path, index=False)
-            mlflow.log_artifact(path, artifact_path=os.path.dirname(REFERENCE_ARTIFACT))
+            client.log_artifact(run_id, path, artifact_path=os.path.dirname(REFERENCE_ARTIFACT))
 
         t0 = time.perf_counter()
         # numeric columns as float64 in the signature: integer columns would reject NaN at serving
         example = train_df[features].head(5).reset_index(drop=True)
         example = example.astype({c: "float64" for c in numeric})
-        info = log_score_model(pipeline, example)
+        model = log_score_model(client, run_id, pipeline, example)
         metrics["model_logging_seconds"] = time.perf_counter() - t0
-        mlflow.log_metrics(metrics)
-        run_id = run.info.run_id
+        # step-0 metrics of the run are the step-0 model's (as mlflow.log_metrics links them after log_model)
+        now = int(time.time() * 1000)
+        client.log_batch(
+            run_id, metrics=[Metric(k, float(v), now, 0, model_id=model.model_id) for k, v in metrics.items()]
+        )
+    except BaseException:
+        client.set_terminated(run_id, "FAILED")
+        raise
+    client.set_terminated(run_id)
 
     version_tags = dict(tags)
     version_tags.update({"estimator": estimator, "run_id": run_id, "holdout_roc_auc": f"{metrics['roc_auc']:.6f}"})
     if idempotency_key:
         version_tags[IDEMPOTENCY_TAG] = idempotency_key
     version_tags = {k: _clip(v, _MAX_TAG_CHARS) for k, v in version_tags.items()}
-    mv = mlflow.register_model(info.model_uri, model_name, await_registration_for=0, tags=version_tags)
+    mv = _register_version(client, model_name, model, run_id, version_tags)
     client.set_registered_model_alias(model_name, CHALLENGER_ALIAS, mv.version)
     return TrainResult(run_id, f"models:/{model_name}/{mv.version}", int(mv.version), metrics)

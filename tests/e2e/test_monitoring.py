@@ -130,7 +130,8 @@ def _seed(stack, cfg, store, days: dict[int, date], yesterday: date) -> dict:
 
     from ml_ops.interval import DayInterval
     from ml_ops.local.sim import ConceptChange, CovariateShift, generate_transactions, load_source
-    from ml_ops.monitoring.step import Champion
+    from ml_ops.monitoring.champion import Champion
+    from ml_ops.pipeline.history import mark_validated
     from ml_ops.pipeline.registry import promote
     from ml_ops.pipeline.steps import extract_step, features_step, train_step
 
@@ -155,7 +156,8 @@ def _seed(stack, cfg, store, days: dict[int, date], yesterday: date) -> dict:
     engine = sa.create_engine(stack.source_db_url)
     calendar = [days[0] + timedelta(days=i) for i in range(-WARMUP, (yesterday - days[0]).days + 1)]
     for day in calendar:
-        extract_step(cfg, store, DayInterval.for_day(day), engine)
+        extracted = extract_step(cfg, store, DayInterval.for_day(day), engine)
+        mark_validated(store, cfg, day.isoformat(), rows=extracted["rows"])  # the scenario's days count as validated
     for day in calendar[WARMUP:]:
         features_step(cfg, store, DayInterval.for_day(day))
 

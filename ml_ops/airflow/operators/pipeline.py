@@ -33,12 +33,16 @@ class PipelineOperator(BaseOperator):
 
         return store_from_airflow(self.cfg.aws_conn_id)
 
+    # MLflow is reached only through the pipeline's connection (default mlflow_default), passed on explicitly:
+    # no process-global tracking URI, no credentials in os.environ (ml_ops.airflow.hooks).
     def mlflow_client(self):
+        """An MlflowClient on the connection's tracking server (tracking and registry)."""
         from ml_ops.airflow.hooks import MlflowHook
 
         return MlflowHook(self.cfg.mlflow_conn_id).get_conn()
 
     def tracking_uri(self) -> str:
+        """The connection's tracking URI, credentials included: for the steps, never for logs."""
         from ml_ops.airflow.hooks import MlflowHook
 
         return MlflowHook(self.cfg.mlflow_conn_id).get_tracking_uri()
@@ -92,16 +96,25 @@ class FeaturesOperator(PipelineOperator):
         return features_step(self.cfg, self.store(), interval)
 
 
+def asset_triggered(context) -> bool:
+    """The run was started by Asset events (for the training DAG: the monitoring DAG's retrain request)."""
+    # In the Task SDK context["dag_run"].run_type is this enum (airflow.sdk.types.DagRunProtocol); a str enum,
+    # equal to core Airflow's airflow.utils.types.DagRunType.ASSET_TRIGGERED and to "asset_triggered".
+    from airflow.sdk.api.datamodels._generated import DagRunType
+
+    return getattr(context.get("dag_run"), "run_type", None) == DagRunType.ASSET_TRIGGERED
+
+
 class TrainOperator(PipelineOperator):
-    """Fits and registers the challenger; skips until the labelled window exists."""
+    """Fits and registers the challenger; skips until the labelled window exists. A retrain request (an
+    asset-triggered run) trains for the day the request names (``interval_from_context``), anew."""
 
     def run_step(self, context, interval):
         from ml_ops.pipeline.steps import train_step
 
         params = context.get("params") or {}
         # A run started by the monitoring DAG's retrain request must train anew, not reuse the day's model.
-        triggered_by_alarm = str(getattr(context.get("dag_run"), "run_type", "")).lower().endswith("asset_triggered")
-        force = bool(params.get("force_retrain")) or triggered_by_alarm
+        force = bool(params.get("force_retrain")) or asset_triggered(context)
         return train_step(self.cfg, self.store(), interval, self.tracking_uri(), run_id=context["run_id"], force=force)
 
 
@@ -155,42 +168,20 @@ class PromoteOperator(PipelineOperator):
 
 class DriftOperator(PipelineOperator):
     """Nightly drift + quality of the run's day (or of every day in Params start_date..end_date) against
-    the champion's reference; alerts only on an alarm. XCom: the last day's summary (small)."""
+    the champion that served it; alerts on each alarm. XCom: the last day's summary (small)."""
 
     def run_step(self, context, interval):
-        from datetime import date, timedelta
-
         from ml_ops.airflow.notify import send_alert
-        from ml_ops.interval import DayInterval
-        from ml_ops.monitoring.step import alert_text, drift_step
-        from ml_ops.pipeline.steps import SkipStep
+        from ml_ops.monitoring.step import monitor_days
 
         params = context.get("params") or {}
-        cfg = self.cfg
-        if params.get("columns"):
-            monitoring = cfg.monitoring.model_copy(update={"columns": list(params["columns"])})
-            cfg = cfg.model_copy(update={"monitoring": monitoring})
-        days = [interval]
-        if params.get("start_date") and params.get("end_date"):  # a backfill of reports
-            first, last = date.fromisoformat(params["start_date"]), date.fromisoformat(params["end_date"])
-            days = [DayInterval.for_day(first + timedelta(days=i)) for i in range((last - first).days + 1)]
-        store, tracking_uri, result, skipped = self.store(), self.tracking_uri(), None, []
-        for day in days:
-            try:
-                result = drift_step(cfg, store, day, tracking_uri)
-            except SkipStep as skip:
-                if len(days) == 1:
-                    raise
-                skipped.append(str(skip))
-                continue
-            if result["alarm"]:
-                kinds = [k for k, on in (("drift", result["drift_alarm"]), ("quality", result["quality_alarm"])) if on]
-                send_alert(
-                    cfg.alerts,
-                    f"[airflow-mlops] {cfg.name}: {' and '.join(kinds)} alarm for {day.ds}",
-                    alert_text(result, store),
-                    context,
-                )
-        if result is None:
-            raise SkipStep("; ".join(skipped) or "no day to monitor")
-        return {**result, "skipped": skipped}
+        return monitor_days(
+            self.cfg,
+            self.store(),
+            self.tracking_uri(),
+            interval,
+            start_date=params.get("start_date"),
+            end_date=params.get("end_date"),
+            columns=params.get("columns"),
+            alert=lambda subject, text: send_alert(self.cfg.alerts, subject, text, context),
+        )

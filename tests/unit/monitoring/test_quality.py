@@ -75,3 +75,32 @@ def test_concept_change_is_a_quality_alarm():
     assert res.alarm and res.auc_drop >= 0.05, res
     assert any("roc_auc" in r for r in res.reasons)
     assert res.to_dict()["metrics"]["n"] == recent.sum()
+
+
+def test_adwin_one_sided_sees_only_its_direction():
+    rng = np.random.default_rng(3)
+    falls = np.r_[rng.random(2000) < 0.2, rng.random(2000) < 0.05]
+    assert adwin(falls).detected and adwin(falls, direction="decrease").detected
+    assert not adwin(falls, direction="increase").detected
+    rises = falls[::-1]
+    assert adwin(rises, direction="increase").detected and not adwin(rises, direction="decrease").detected
+    with pytest.raises(ValueError, match="direction"):
+        adwin(falls, direction="up")
+
+
+def test_an_error_rate_that_drops_is_reported_not_alarmed():
+    """A champion whose errors fall (easier traffic, fixed upstream data) must not page anyone or ask for
+    a retrain: the detector alarms on deterioration only and notes the improvement."""
+    rng = np.random.default_rng(4)
+    n = 3000
+    y = (rng.random(n) < 0.2).astype(int)
+    noise = np.r_[np.full(n // 2, 0.45), np.full(n - n // 2, 0.1)]  # confident misses, then mostly right
+    s = np.clip(np.where(y == 1, 0.7, 0.3) + rng.normal(0, noise), 0, 1)
+    errors = (s - y) ** 2
+    assert errors[n // 2 :].mean() < errors[: n // 2].mean() / 2
+    res = quality_check(y, s, reference_auc=None, quality_drop=0.05)
+    assert not res.alarm and not res.drift_detected and res.reasons == [], res.reasons
+    assert len(res.notes) == 1 and "fell" in res.notes[0] and "not an alarm" in res.notes[0]
+    # the same stream the other way round is a deterioration: an alarm
+    worse = quality_check(y[::-1], s[::-1], reference_auc=None, quality_drop=0.05)
+    assert worse.alarm and worse.drift_detected and "rose" in worse.reasons[0] and worse.notes == []

@@ -1,4 +1,6 @@
-"""drift_step / should_retrain against a real S3 (embedded stack) and a real sqlite MLflow store.
+"""drift_step / monitor_days / the retrain policy against a real S3 (embedded stack) and a real sqlite MLflow
+store; and the DriftOperator in a process configured like docker-compose's Airflow (only the mlflow_default
+connection) against a real MLflow tracking server that demands basic auth.
 
 Simulated fraud days: a covariate shift on SHIFT and a concept change on CHANGE; the champion is
 trained on the days before both. Features are built by the pipeline's own steps.
@@ -6,33 +8,45 @@ trained on the days before both. Features are built by the pipeline's own steps.
 
 from __future__ import annotations
 
+import base64
+import json
+import os
 import socket
+import subprocess
+import sys
+import threading
 from datetime import date, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
+from ml_ops import layout
 from ml_ops.config import load_pipeline_by_name
 from ml_ops.interval import DayInterval
 from ml_ops.local.sim import ConceptChange, CovariateShift, generate_transactions
 from ml_ops.local.stack import Stack
+from ml_ops.monitoring.champion import Champion
+from ml_ops.monitoring.retrain import retrain_log_uri, retrain_request, should_retrain
 from ml_ops.monitoring.step import (
     MONITORING_KEY_TAG,
-    Champion,
     day_step,
     drift_step,
+    monitor_days,
     monitoring_experiment,
-    retrain_log_uri,
-    should_retrain,
 )
+from ml_ops.pipeline import registry
+from ml_ops.pipeline.history import mark_validated
 from ml_ops.pipeline.steps import SkipStep, features_step, model_columns, uri
 from ml_ops.pipeline.train import train_and_register
 from ml_ops.rollout.deployment import LOG_COLUMNS, serving_logs_prefix
 from ml_ops.storage import ObjectStore
 from tests.mlflow_store import fresh_store
 
+REPO = Path(__file__).resolve().parents[3]
 START = date(2026, 1, 1)
 SHIFT = date(2026, 1, 11)
 CHANGE = date(2026, 1, 13)
@@ -50,33 +64,21 @@ def day(i: int) -> DayInterval:
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory):
-    home = tmp_path_factory.mktemp("monitor")
+def stack(tmp_path_factory):
     stack = Stack(
-        home=home / "stack",
+        home=tmp_path_factory.mktemp("stack"),
         s3_port=_free_port(),
         mlflow_port=_free_port(),
         airflow_port=_free_port(),
         startup_timeout=60,
     )
-    stack.up(["s3"])
-    store = ObjectStore(stack.s3_client())
-    cfg = load_pipeline_by_name("fraud")
-    raw = generate_transactions(
-        START,
-        DAYS,
-        rows_per_day=1500,
-        n_customers=1200,
-        label_delay_days=2,
-        events=[CovariateShift(SHIFT, share=0.3), ConceptChange(CHANGE)],
-    )
-    for i in range(DAYS):
-        part = raw[raw["ts"].dt.date == (START + timedelta(days=i))]
-        store.write_parquet(part.reset_index(drop=True), uri(cfg, "raw", day(i).ds))
-    for i in range(1, DAYS):
-        features_step(cfg, store, day(i))
+    stack.up(["s3"])  # MLflow only for the test that needs a tracking server (tracking_server)
+    yield stack
+    stack.down()
 
-    tracking_uri = fresh_store(home)
+
+def train_champion(cfg, store, tracking_uri: str, artifact_location: str | None = None) -> int:
+    """The champion: trained on days 1-6, holdout 7-8, registered and given the alias; its version."""
     train_uris = [uri(cfg, "features", day(i).ds) for i in range(1, 7)]
     holdout_uris = [uri(cfg, "features", day(i).ds) for i in (7, 8)]
     numeric, categorical = model_columns(cfg)
@@ -94,11 +96,35 @@ def world(tmp_path_factory):
         params={"C": 1.0, "max_iter": 300},
         data_uris={"train": train_uris, "holdout": holdout_uris},
         tags={"pipeline": cfg.name},
-        artifact_location=str(home / "artifacts"),
+        artifact_location=artifact_location,
     )
-    MlflowClient(tracking_uri).set_registered_model_alias(cfg.name, "champion", str(result.version))
-    yield cfg, store, tracking_uri
-    stack.down()
+    MlflowClient(tracking_uri).set_registered_model_alias(cfg.name, layout.CHAMPION, str(result.version))
+    return result.version
+
+
+@pytest.fixture(scope="module")
+def world(stack, tmp_path_factory):
+    home = tmp_path_factory.mktemp("monitor")
+    store = ObjectStore(stack.s3_client())
+    cfg = load_pipeline_by_name("fraud")
+    raw = generate_transactions(
+        START,
+        DAYS,
+        rows_per_day=1500,
+        n_customers=1200,
+        label_delay_days=2,
+        events=[CovariateShift(SHIFT, share=0.3), ConceptChange(CHANGE)],
+    )
+    for i in range(DAYS):
+        part = raw[raw["ts"].dt.date == (START + timedelta(days=i))]
+        store.write_parquet(part.reset_index(drop=True), uri(cfg, "raw", day(i).ds))
+        mark_validated(store, cfg, day(i).ds, rows=len(part))  # this fixture's days count as validated
+    for i in range(1, DAYS):
+        features_step(cfg, store, day(i))
+
+    tracking_uri = fresh_store(home)
+    train_champion(cfg, store, tracking_uri, artifact_location=str(home / "artifacts"))
+    return cfg, store, tracking_uri
 
 
 @pytest.fixture(scope="module")
@@ -192,7 +218,8 @@ def test_one_retrain_per_cooldown(world):
     }
     assert decisions == {"2026-02-01": True, "2026-02-02": False, "2026-02-07": False, "2026-02-08": True}
     assert should_retrain(store, cfg, "2026-02-01")  # a retried task gets the same answer
-    assert [r["day"] for r in store.read_jsonl(retrain_log_uri(cfg))] == ["2026-02-01", "2026-02-08"]
+    logged = [r["day"] for r in store.read_jsonl(retrain_log_uri(cfg))]
+    assert [d for d in logged if d.startswith("2026-02")] == ["2026-02-01", "2026-02-08"]
 
 
 # --------------------------------------------------------------------------- serving logs as current data
@@ -334,3 +361,188 @@ def test_unusable_log_files_are_named(world, champion):
     with pytest.raises(ValueError, match=r"hour=07/part-00000.parquet cannot be read as parquet.*on_missing_data=fail"):
         drift_step(failing, store, bad_day, tracking_uri)
     assert not store.exists(uri(cfg, "drift", BAD_LOGS_DAY, "report.html"))
+
+
+# --------------------------------------------------------------------------- the alarm-to-retrain loop
+
+
+def test_quality_only_alarm_alerts_and_requests_a_retrain_of_its_day(world):
+    """The day's alarm is drift OR quality: a quality alarm without drift alerts and asks for a retrain
+    (the drift result spread into the record once overwrote the combined alarm with drift's own)."""
+    cfg, store, tracking_uri = world
+    no_drift = cfg.model_copy(update={"monitoring": cfg.monitoring.model_copy(update={"min_effect": 1e6})})
+    alerts = []
+    out = monitor_days(
+        no_drift, store, tracking_uri, day(15), alert=lambda subject, text: alerts.append((subject, text))
+    )
+    assert not out["drift_alarm"] and out["quality_alarm"] and out["alarm"], out
+    record = store.read_json(out["result_uri"])
+    assert (record["alarm"], record["drift_alarm"], record["quality_alarm"]) == (True, False, True)
+    assert MlflowClient(tracking_uri).get_run(out["mlflow_run_id"]).data.metrics["alarm"] == 1.0
+    assert [subject for subject, _ in alerts] == [f"[airflow-mlops] fraud: quality alarm for {day(15).ds}"]
+    assert any(r in alerts[0][1] for r in out["quality"]["reasons"]) and "Report: " in alerts[0][1]
+    assert out["alarm_days"] == [day(15).ds]
+
+    request = retrain_request(store, no_drift, out)
+    assert request is not None and request["data_date"] == day(15).ds and request["alarms"] == ["quality"]
+    assert retrain_request(store, no_drift, {**out, "alarm": False, "quality_alarm": False}) is None
+
+
+@pytest.fixture
+def promoted_on_day_13(world, monkeypatch):
+    """v2 (v1's files and run) promoted at 06:00 on day 13 through the registry (alias history and all) and
+    champion today; v1 held the alias before. Undone afterwards for the other tests of the module."""
+    cfg, store, tracking_uri = world
+    client = MlflowClient(tracking_uri)
+    v1 = client.get_model_version(cfg.name, "1")
+    v2 = client.create_model_version(cfg.name, client.get_model_version_download_uri(cfg.name, "1"), run_id=v1.run_id)
+    monkeypatch.setattr(registry, "_now", lambda: "2026-01-01T00:00:00+00:00")
+    registry.promote(client, cfg.name, 1, reason="first champion")  # already holds it: records the history
+    monkeypatch.setattr(registry, "_now", lambda: f"{day(13).ds}T06:00:00+00:00")
+    registry.promote(client, cfg.name, v2.version, reason="won")
+    yield int(v2.version)
+    client.set_registered_model_alias(cfg.name, layout.CHAMPION, "1")
+    client.delete_registered_model_tag(cfg.name, registry._history_key(layout.CHAMPION))
+    client.delete_model_version(cfg.name, v2.version)
+
+
+def test_backfill_judges_each_day_with_the_champion_that_served_it(world, champion, promoted_on_day_13):
+    cfg, store, tracking_uri = world
+    v2 = promoted_on_day_13
+    assert registry.current_version(MlflowClient(tracking_uri), cfg.name) == v2  # today's champion
+    # day 14's traffic, as the gateway logged it: answered by v2 on the champion route
+    served = store.read_parquet(uri(cfg, "features", day(14).ds))
+    write_serving_logs(
+        store, cfg, day(14).ds, log_rows(served, champion.inputs, day(14).ds, version=v2, score=champion.score(served))
+    )
+    alerts = []
+    out = monitor_days(
+        cfg,
+        store,
+        tracking_uri,
+        day(14),
+        start_date=day(12).ds,
+        end_date=day(14).ds,
+        alert=lambda subject, text: alerts.append(text),
+    )
+    records = [store.read_json(uri(cfg, "drift", day(i).ds, "result.json")) for i in (12, 13, 14)]
+    assert [(r["champion_version"], r["champion_source"]) for r in records] == [
+        (1, "alias_history"),  # before the promotion: v1, not today's v2
+        (v2, "alias_history"),  # v2 held the alias for 18 of the day's 24 hours
+        (v2, "serving_logs"),  # the logs say who answered
+    ]
+    assert out["data_date"] == day(14).ds and out["champion_version"] == v2 and out["skipped"] == []
+    tags = MlflowClient(tracking_uri).get_run(records[0]["mlflow_run_id"]).data.tags
+    assert tags["champion_version"] == "1" and tags["champion_source"] == "alias_history"
+    assert alerts and "Champion: v1, held the champion alias that day" in alerts[0]  # the covariate shift persists
+
+
+# --------------------------------------------------------------------------- as Airflow runs it
+
+USER, PASSWORD = "monitor", "s3cr@t:/pw"
+
+
+@pytest.fixture(scope="module")
+def tracking_server(stack, world):
+    """The stack's MLflow server (artifacts proxied to S3) with the champion trained into it, behind a proxy
+    that answers 401 unless a request carries USER/PASSWORD as HTTP basic auth. Yields the proxy's port and
+    the (method, path, authorised) of every request it saw."""
+    import requests
+
+    cfg, store, _ = world
+    stack.up(["mlflow"])
+    version = train_champion(cfg, store, stack.mlflow_url)
+    expected = "Basic " + base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
+    seen: list[tuple[str, str, bool]] = []
+    hop = {"connection", "keep-alive", "transfer-encoding", "content-encoding", "content-length", "host"}
+
+    class Proxy(BaseHTTPRequestHandler):
+        def _forward(self):
+            body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            authorised = self.headers.get("Authorization") == expected
+            seen.append((self.command, self.path, authorised))
+            if not authorised:
+                self.send_response(401)
+                self.send_header("WWW-Authenticate", 'Basic realm="mlflow"')
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
+            headers = {k: v for k, v in self.headers.items() if k.lower() not in hop | {"authorization"}}
+            up = requests.request(self.command, stack.mlflow_url + self.path, headers=headers, data=body, timeout=60)
+            self.send_response(up.status_code)
+            for k, v in up.headers.items():
+                if k.lower() not in hop:
+                    self.send_header(k, v)
+            self.send_header("Content-Length", str(len(up.content)))
+            self.end_headers()
+            self.wfile.write(up.content)
+
+        do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _forward
+
+        def log_message(self, *args):
+            pass
+
+    proxy = ThreadingHTTPServer(("127.0.0.1", 0), Proxy)
+    threading.Thread(target=proxy.serve_forever, daemon=True).start()
+    yield proxy.server_address[1], seen, version
+    proxy.shutdown()
+    proxy.server_close()
+
+
+def test_drift_operator_runs_with_only_the_mlflow_connection(stack, world, tracking_server):
+    """The monitoring task in its own process, configured as docker-compose configures Airflow: connections
+    mlflow_default (with basic-auth credentials) and aws_default, no MLFLOW_TRACKING_URI and no
+    MLFLOW_TRACKING_USERNAME/PASSWORD. The champion must load through the connection alone."""
+    cfg, store, _ = world
+    port, seen, version = tracking_server
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "AWS_", "AIRFLOW_CONN_"))}
+    env.update(
+        AIRFLOW_CONN_MLFLOW_DEFAULT=json.dumps(
+            {
+                "conn_type": "http",
+                "host": "127.0.0.1",
+                "port": port,
+                "schema": "http",
+                "login": USER,
+                "password": PASSWORD,
+            }
+        ),
+        AIRFLOW_CONN_AWS_DEFAULT=json.dumps(
+            {
+                "conn_type": "aws",
+                "login": stack.s3_access_key,
+                "password": stack.s3_secret_key,
+                "extra": {"endpoint_url": stack.s3_url, "region_name": "us-east-1"},
+            }
+        ),
+        MLOPS_BUCKET=cfg.bucket,
+        AWS_REQUEST_CHECKSUM_CALCULATION="when_required",  # rclone's S3, as the stack sets for Airflow
+        AWS_RESPONSE_CHECKSUM_VALIDATION="when_required",
+    )
+    code = (
+        "import json, os, sys\n"
+        "from ml_ops.airflow.operators import DriftOperator\n"
+        "result = DriftOperator(task_id='drift_report', pipeline='fraud').execute({'params': {'data_date': sys.argv[1]}})\n"
+        "leaked = sorted(k for k in os.environ if k.startswith('MLFLOW_TRACKING'))\n"
+        "print('RESULT ' + json.dumps({**result, 'leaked': leaked}))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, day(8).ds],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr[-4000:]
+    result = json.loads(next(line for line in out.stdout.splitlines() if line.startswith("RESULT "))[7:])
+    assert result["data_date"] == day(8).ds and result["champion_version"] == version and result["leaked"] == []
+    server = MlflowClient(stack.mlflow_url)
+    record = store.read_json(result["result_uri"])
+    assert record["champion_run_id"] == server.get_model_version(cfg.name, str(version)).run_id
+    run = server.get_run(result["mlflow_run_id"])  # the day's monitoring run is on the server
+    assert run.data.tags["data_date"] == day(8).ds and run.data.tags["champion_version"] == str(version)
+    # every request carried the connection's credentials, model and reference downloads included
+    assert seen and all(authorised for _, _, authorised in seen), [r for r in seen if not r[2]][:5]
+    assert any("/mlflow-artifacts/" in path and method == "GET" for method, path, _ in seen)

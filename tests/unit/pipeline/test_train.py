@@ -126,14 +126,33 @@ def test_version_alias_tags_and_pinned_requirements(trained):
     assert int(mv.version) == result.version
     assert mv.tags["data_window"] == "2024-01-01/2024-01-03"
     assert mv.tags["validation_uri"] == "s3://lake/validation/run1.json"
-    req = mlflow.artifacts.download_artifacts(
-        f"{result.model_uri}/requirements.txt", tracking_uri=kwargs["tracking_uri"]
-    )
+    # a models:/ URI resolves through the process-global registry URI: ask the client where the files are
+    files = client.get_model_version_download_uri("fraud", str(result.version))
+    req = mlflow.artifacts.download_artifacts(f"{files}/requirements.txt", tracking_uri=kwargs["tracking_uri"])
     # exactly our pins: proves MLflow did not run its (slow) requirement inference
     with open(req) as f:
         assert f.read().split() == pinned_requirements()
     # inference alone takes >10 s; the goal is <= 3 s on an idle machine (see bench/)
     assert result.metrics["model_logging_seconds"] < 10
+
+
+def test_no_global_mlflow_state_and_no_uv_files(trained):
+    """Training goes through its own client: the process-wide tracking URI and environment stay as they were,
+    and the model carries our pins, not the cwd's uv project (this repo has uv.lock + pyproject.toml)."""
+    import os
+
+    result, kwargs, _ = trained
+    assert mlflow.get_tracking_uri() != kwargs["tracking_uri"]
+    assert os.environ.get("MLFLOW_TRACKING_URI") != kwargs["tracking_uri"] and "MLFLOW_LOG_UV_FILES" not in os.environ
+    client = MlflowClient(kwargs["tracking_uri"])
+    files = mlflow.artifacts.download_artifacts(
+        client.get_model_version_download_uri("fraud", str(result.version)), tracking_uri=kwargs["tracking_uri"]
+    )
+    assert {"MLmodel", "requirements.txt", "python_model.pkl"} <= set(os.listdir(files))
+    assert not {"uv.lock", "pyproject.toml"} & set(os.listdir(files))
+    assert client.get_model_version("fraud", str(result.version)).run_id == result.run_id
+    (output,) = client.get_run(result.run_id).outputs.model_outputs  # the run's LoggedModel, finalized
+    assert str(client.get_logged_model(output.model_id).status) == "READY"
 
 
 def test_idempotent_rerun_returns_same_version(trained):
