@@ -14,9 +14,11 @@ which makes `amount_vs_entity_mean` 1.0. A non-positive mean also gives a ratio 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-import numpy as np
-import pandas as pd
+if TYPE_CHECKING:  # numpy and pandas load on first use: the DAG factory reads the column names at parse time
+    import numpy as np
+    import pandas as pd
 
 # Time parts of the row's timestamp, each opt-in per pipeline (features.time_parts): with a short training
 # window day_of_week identifies days rather than describing them, so nothing is added unless declared.
@@ -43,6 +45,9 @@ def feature_columns(entity: str | None, amount: str | None, time_parts: Sequence
 
 
 def _ns(frame: pd.DataFrame, column: str, name: str) -> np.ndarray:
+    import numpy as np
+    import pandas as pd
+
     if column not in frame.columns:
         raise KeyError(f"{name} has no timestamp column {column!r}")
     ts = pd.to_datetime(frame[column])
@@ -67,6 +72,9 @@ def build_features(
 
     With `entity` the entity history features are added (the amount ones only when `amount` is given too).
     """
+    import numpy as np
+    import pandas as pd
+
     missing = [c for c in passthrough if c not in today.columns]
     if missing:
         raise KeyError(f"passthrough columns missing from today's data: {missing}")
@@ -118,6 +126,9 @@ def _entity_features(ent: pd.Series, t: np.ndarray, amt: np.ndarray | None, n_hi
     Entities are coded to ints and timestamps to dense ranks, so (entity, time) fits one int64 sort key; every
     window bound is then a searchsorted on sorted keys, done with sorted needles so the lookups stay cache friendly.
     """
+    import numpy as np
+    import pandas as pd
+
     n = len(t)
     codes, _ = pd.factorize(ent, sort=False)
     codes = codes.astype(np.int64)
