@@ -68,7 +68,6 @@ def run_backfill(client, dag_id: str, first: date, last: date, timeout: float = 
 
 
 def summary(stack, pipeline: str) -> str:
-    import mlflow
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
@@ -76,8 +75,7 @@ def summary(stack, pipeline: str) -> str:
     from ml_ops.storage import ObjectStore
 
     cfg = load_pipeline_by_name(pipeline)
-    mlflow.set_tracking_uri(stack.mlflow_url)
-    client = MlflowClient()
+    client = MlflowClient(stack.mlflow_url)
     lines = ["", "=" * 78, f"airflow-mlops demo: pipeline '{pipeline}'", "=" * 78]
     try:
         champion = client.get_model_version_by_alias(pipeline, "champion")
@@ -245,9 +243,7 @@ def canary_summary(stack, client) -> list[str]:
         )
         lines.append(f"    steps: {steps}")
     state = read_state(ObjectStore(stack.s3_client()), cfg)
-    lines.append(
-        f"  deployment state: {state['status']}, canary weight {state['canary_weight']:.0%} ({state_uri(cfg)})"
-    )
+    lines.append(f"  deployment state: {state.status}, canary weight {state.canary_weight:.0%} ({state_uri(cfg)})")
     lines.append(f"  verdicts: MLflow experiment '{PIPELINE}-canary'; prediction logs: {cfg.prefix()}/serving_logs/")
     return lines
 

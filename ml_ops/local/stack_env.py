@@ -240,7 +240,8 @@ class StackConfig:
             "MLOPS_HOME": str(self.home),
             "MLOPS_BUCKET": self.bucket,
             "MLOPS_REPO": str(REPO),
-            "MLFLOW_TRACKING_URI": self.mlflow_url,
+            # No MLFLOW_TRACKING_URI: tasks reach MLflow only through the mlflow_default connection, as in
+            # docker-compose.yaml (exporting it here once hid code that relied on the global tracking URI).
             "MLOPS_GATEWAY_URL": self.gateway_url,
         }
         if self.celery:

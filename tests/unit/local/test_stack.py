@@ -156,6 +156,10 @@ def test_gateway_service_and_its_airflow_connection(stack, monkeypatch):
     assert gateway.argv[1:] == ["-m", "ml_ops.serving"] and gateway.port == stack.gateway_port
     env = gateway.env
     assert env["MLFLOW_TRACKING_URI"] == stack.mlflow_url and env["MLOPS_S3_ENDPOINT"] == stack.s3_url
+    for name, service in stack.services().items():  # Airflow reaches MLflow only through mlflow_default
+        if name.startswith("airflow"):
+            assert "MLFLOW_TRACKING_URI" not in service.env, name
+            assert "mlflow_default".upper() in " ".join(service.env).upper(), name
     assert env["MLOPS_GATEWAY_PORT"] == str(stack.gateway_port) and env["MLOPS_BUCKET"] == stack.bucket
     assert (env["AWS_ACCESS_KEY_ID"], env["AWS_SECRET_ACCESS_KEY"]) == (stack.s3_access_key, stack.s3_secret_key)
     token = env["MLOPS_GATEWAY_TOKEN"]
