@@ -155,6 +155,16 @@ class Serving(_Strict):
         None, description="input column hashed for sticky routing (default: features.entity_column)"
     )
     require_token: bool = Field(False, description="prediction routes need the gateway's bearer token")
+    feedback_requires_token: bool = Field(
+        True,
+        description="POST /pipelines/<p>/feedback needs the gateway's bearer token (labels decide canaries); "
+        "false opens it to any caller (labels are still accepted only for request ids the gateway served)",
+    )
+    client_routing_key: bool = Field(
+        False,
+        description="honour the X-Routing-Key header (the caller then chooses its side of a canary); "
+        "by default rows are routed by the routing_key column, else the request id",
+    )
     max_batch_rows: int = Field(1000, ge=1, le=100_000, description="rows per request; more gets 413")
     gateway_conn_id: str = Field(
         "mlops_gateway",

@@ -16,6 +16,8 @@ S3 layout under ``s3://<bucket>/pipelines/<pipeline>/`` (the pipeline's *prefix*
     deployment/state.json                                traffic split (canary DAG writes, gateway reads)
     serving_logs/ds=YYYY-MM-DD/hour=HH/part-*.parquet    every prediction (gateway)
     feedback/ds=YYYY-MM-DD/hour=HH/part-*.parquet        labels posted to the gateway
+    dead_letter/<log>/ds=YYYY-MM-DD/hour=HH/part-*.jsonl gateway log rows that could not be written as
+                                                         parquet, one JSON line each with the reason
     drift/ds=YYYY-MM-DD/{report.html,result.json}        nightly monitoring
     drift/retrain_log.jsonl                              retrain requests (cooldown)
 """
@@ -57,6 +59,7 @@ DRIFT = "drift"
 # Hour-partitioned logs written by the gateway: <prefix>/<stage>/ds=<day>/hour=<hh>/part-*.parquet
 SERVING_LOGS = "serving_logs"
 FEEDBACK = "feedback"
+DEAD_LETTER = "dead_letter"  # <prefix>/dead_letter/<stage>/ds=<day>/hour=<hh>/part-*.jsonl
 
 DATA_FILE = "data.parquet"
 RESULT_FILE = "result.json"
@@ -94,6 +97,14 @@ def day_prefix(prefix: str, stage: str, ds: str) -> str:
 def hourly_part(stage_uri: str, ds: str, hour: int, name: str) -> str:
     """``<stage_uri>/ds=<ds>/hour=<hh>/<name>`` (serving logs and feedback)."""
     return f"{stage_uri}/ds={ds}/hour={hour:02d}/{name}"
+
+
+def dead_letter_prefix(stage_uri: str) -> str:
+    """Where rows of an hour-partitioned log that cannot be written go: ``<stage_uri>`` is
+    ``<prefix>/<stage>``, its dead letters are under ``<prefix>/dead_letter/<stage>`` (a sibling of the
+    stage, so readers of the stage never list them)."""
+    parent, _, stage = stage_uri.rstrip("/").rpartition("/")
+    return f"{parent}/{DEAD_LETTER}/{stage}"
 
 
 def day_of(uri: str) -> str:

@@ -7,9 +7,10 @@ back) as parquet parts in S3. ``python -m ml_ops.serving`` runs it; see ``ml_ops
 routes and ``ml_ops.serving.settings`` for the environment variables.
 
 Modules: ``settings`` (env), ``app`` (HTTP), ``service`` (one request: parse, route, predict, log),
-``schema`` (payload parsing and signature validation), ``routing`` (sticky hash), ``models`` (alias and
+``schema`` (strict JSON parsing and signature validation), ``routing`` (sticky hash), ``models`` (alias and
 state resolution, polling, version cache), ``runner`` (per-model prediction thread with natural batching),
-``logbuffer`` (buffered partitioned parquet writes), ``metrics`` (Prometheus).
+``logbuffer`` (buffered partitioned parquet writes, dead letter), ``served`` (request ids feedback may
+label), ``metrics`` (Prometheus), ``errors`` (the request error and its kinds), ``api`` (OpenAPI models).
 
 Nothing here is imported by DAG files: this package may import pandas, numpy and mlflow freely.
 """

@@ -4,24 +4,34 @@
                                              MLOPS_GATEWAY_DEFAULT_PIPELINE or the only pipeline
     POST /pipelines/{pipeline}/invocations   the same for a named pipeline
     POST /endpoints/{pipeline}/invocations   the same, for mlflow.deployments.get_deploy_client(url).predict(endpoint=...)
-    POST /pipelines/{pipeline}/feedback      {"request_id", "label": 0|1, "row": 0} or {"labels": [...]}
+    POST /pipelines/{pipeline}/feedback      {"request_id", "label": 0|1, "row": 0} or {"labels": [...]}; bearer
+                                             token unless serving.feedback_requires_token is false; only request
+                                             ids this process served (ml_ops.serving.served)
     GET  /pipelines                          champion/canary versions, weights, inputs, errors per pipeline
     GET  /health  /ping                      the process is up
     GET  /ready                              200 once every pipeline with a champion has it loaded, else 503 + reason
     GET  /metrics                            Prometheus
+    GET  /openapi.json                       the routes above with their request, response and error schemas
     POST /admin/reload                       re-resolve aliases and state now (bearer token)
-    POST /admin/flush                        write buffered logs and feedback now, returns the URIs (bearer token)
+    POST /admin/flush                        write buffered logs and feedback now (bearer token): the URIs written,
+                                             rows sent to the dead letter and why; 503 when a write failed
 
-Prediction headers: X-Request-ID (else one is generated; returned in the reply header either way) and
-X-Routing-Key (else the row's routing-key column, else the request id). Errors are ``{"error": "..."}``.
+Prediction headers: X-Request-ID (else one is generated; returned in the reply header either way; 1-128
+printable ASCII characters) and X-Routing-Key (honoured only for a pipeline with
+``serving.client_routing_key``; else the row's routing-key column, else the request id). Bodies must be
+``Content-Type: application/json`` (UTF-8; else 415), arrive within MLOPS_GATEWAY_BODY_TIMEOUT_SECONDS (else
+408) and fit MLOPS_GATEWAY_MAX_BODY_BYTES (else 413). Errors are ``{"error": "..."}``, and every error
+response is counted in ``mlops_gateway_errors_total`` by kind and endpoint.
 
 The three invocation routes are served by a plain ASGI front (``InvocationFront``) ahead of FastAPI: at a
 few hundred requests a second Starlette's request object, router and middleware stack cost about 1 ms of
-the single GIL per request, as much as a fifth of a one-row prediction. Everything else is FastAPI.
+the single GIL per request, as much as a fifth of a one-row prediction. Everything else is FastAPI. The
+invocation routes are declared to FastAPI too, only so that /openapi.json documents them.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import logging
 import re
@@ -29,19 +39,24 @@ import uuid
 from contextlib import asynccontextmanager
 from urllib.parse import parse_qs
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Header, Query, Request
+from fastapi.exceptions import RequestValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
+from ml_ops.serving import api
 from ml_ops.serving.errors import RequestError
 from ml_ops.serving.metrics import CONTENT_TYPE
+from ml_ops.serving.schema import _short
 from ml_ops.serving.service import Gateway, dumps
 from ml_ops.serving.settings import Settings
 
 log = logging.getLogger("ml_ops.serving")
 JSON = "application/json"
 _INVOCATIONS = re.compile(r"^/(?:(?:pipelines|endpoints)/(?P<pipeline>[^/]+)/)?invocations/?$")
+_HEADER_TEXT = re.compile(r"[\x20-\x7e]+")  # printable ASCII: what an id or key header may hold
+_timeout_at = getattr(asyncio, "timeout_at", None)  # Python 3.11+
 
 
 def check_token(settings: Settings, authorization: str | None, what: str) -> None:
@@ -61,6 +76,21 @@ def check_token(settings: Settings, authorization: str | None, what: str) -> Non
         raise RequestError(403, f"{what}: invalid bearer token", kind="auth")
 
 
+def check_content_type(value: str | None) -> None:
+    """JSON bodies only: ``application/json``, with no charset or UTF-8 (RFC 8259)."""
+    media, _, params = (value or "").partition(";")
+    if media.strip().lower() != JSON:
+        got = _short(value) if value else "none"
+        raise RequestError(415, f"Content-Type must be {JSON}; got {got}", kind="media_type")
+    for param in params.split(";"):
+        key, _, val = param.partition("=")
+        charset = val.strip().strip('"').lower()
+        if key.strip().lower() == "charset" and charset not in ("utf-8", "utf8"):
+            raise RequestError(
+                415, f"JSON bodies must be UTF-8; Content-Type says charset={_short(charset)}", kind="media_type"
+            )
+
+
 def _error_body(err: RequestError, request_id: str | None) -> tuple[bytes, dict]:
     body = {"error": err.message}
     headers = dict(err.headers)
@@ -72,7 +102,70 @@ def _error_body(err: RequestError, request_id: str | None) -> tuple[bytes, dict]
 
 def _too_large(limit: int, declared: str | None = None) -> RequestError:
     size = f"body of {declared} bytes exceeds" if declared else "body exceeds"
-    return RequestError(413, f"{size} the limit of {limit} bytes (MLOPS_GATEWAY_MAX_BODY_BYTES)", kind="too_large")
+    return RequestError(
+        413,
+        f"{size} the limit of {limit} bytes (MLOPS_GATEWAY_MAX_BODY_BYTES)",
+        kind="too_large",
+        headers={"Connection": "close"},  # the rest of the body is not read: the connection cannot be reused
+    )
+
+
+async def _collect(receive, limit: int, deadline: float | None) -> bytes:
+    chunks, size = [], 0
+    loop = asyncio.get_running_loop()
+    while True:
+        if deadline is None:
+            message = await receive()
+        else:  # Python 3.10: no asyncio.timeout_at
+            message = await asyncio.wait_for(receive(), max(0.0, deadline - loop.time()))
+        if message["type"] == "http.disconnect":
+            raise RequestError(400, "the client disconnected before sending the whole body", kind="disconnected")
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise _too_large(limit)
+        chunks.append(chunk)
+        if not message.get("more_body"):
+            return b"".join(chunks)
+
+
+async def read_body(receive, declared: str | None, settings: Settings) -> bytes:
+    """The whole body, within MLOPS_GATEWAY_MAX_BODY_BYTES and MLOPS_GATEWAY_BODY_TIMEOUT_SECONDS."""
+    limit, timeout = settings.max_body_bytes, settings.body_timeout_seconds
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise _too_large(limit, declared)
+    deadline = asyncio.get_running_loop().time() + timeout
+    try:
+        if _timeout_at is not None:
+            async with _timeout_at(deadline):
+                return await _collect(receive, limit, None)
+        return await _collect(receive, limit, deadline)
+    except (asyncio.TimeoutError, TimeoutError):
+        raise RequestError(
+            408,
+            f"the request body did not arrive within {timeout:g} s (MLOPS_GATEWAY_BODY_TIMEOUT_SECONDS)",
+            kind="timeout",
+            headers={"Connection": "close"},
+        ) from None
+
+
+def _header_text(value: str, name: str, longest: int) -> str:
+    if not 0 < len(value) <= longest or not _HEADER_TEXT.fullmatch(value):
+        raise RequestError(400, f"{name} must be 1 to {longest} printable ASCII characters")
+    return value
+
+
+def _pipeline_label(g: Gateway, name: str | None) -> str:
+    """A known pipeline's name, else "none" (a client must not mint metric series)."""
+    return name if name and g.resolver.get(name) is not None else "none"
+
+
+def _endpoint(path: str) -> str:
+    if path.startswith("/admin/"):
+        return "admin"
+    if path.endswith("/feedback"):
+        return "feedback"
+    return "invocations" if _INVOCATIONS.match(path) else "other"
 
 
 class InvocationFront:
@@ -95,54 +188,44 @@ class InvocationFront:
         await send({"type": "http.response.start", "status": status, "headers": raw})
         await send({"type": "http.response.body", "body": body})
 
-    async def _body(self, receive, declared: str | None) -> bytes:
-        limit = self.settings.max_body_bytes
-        if declared and declared.isdigit() and int(declared) > limit:
-            raise _too_large(limit, declared)
-        chunks, size = [], 0
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                raise RequestError(400, "the client disconnected before sending the whole body")
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > limit:
-                raise _too_large(limit)
-            chunks.append(chunk)
-            if not message.get("more_body"):
-                return b"".join(chunks)
-
     async def _invocations(self, scope, receive, send, pipeline: str | None) -> None:
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
         request_id = headers.get("x-request-id")
+        g: Gateway = self.app.state.gateway
+        name = None
         try:
             if request_id is None:
                 request_id = uuid.uuid4().hex
-            elif not 0 < len(request_id) <= 128:
+            elif not 0 < len(request_id) <= 128 or not _HEADER_TEXT.fullmatch(request_id):
                 request_id = None
-                raise RequestError(400, "X-Request-ID must be 1 to 128 characters")
+                raise RequestError(400, "X-Request-ID must be 1 to 128 printable ASCII characters")
             if scope["method"] != "POST":
-                raise RequestError(405, f"method {scope['method']} not allowed: POST {scope['path']}")
+                raise RequestError(405, f"method {scope['method']} not allowed: POST {scope['path']}", kind="method")
             if pipeline is None:
                 pipeline = headers.get("x-pipeline")
                 if not pipeline and scope.get("query_string"):
                     pipeline = (parse_qs(scope["query_string"].decode("latin-1")).get("pipeline") or [None])[0]
-            g: Gateway = self.app.state.gateway
             dep = g.deployment(g.pipeline_name(pipeline))
-            if dep.cfg.serving.require_token:
-                check_token(
-                    self.settings, headers.get("authorization"), f"pipeline {dep.name!r} (serving.require_token)"
-                )
-            body = await self._body(receive, headers.get("content-length"))
-            routing_header = headers.get("x-routing-key") or None
-            if routing_header and len(routing_header) > 256:
-                raise RequestError(400, "X-Routing-Key must be at most 256 characters")
+            name = dep.name
+            serving = dep.cfg.serving
+            if serving.require_token:
+                check_token(self.settings, headers.get("authorization"), f"pipeline {name!r} (serving.require_token)")
+            check_content_type(headers.get("content-type"))
+            body = await read_body(receive, headers.get("content-length"), self.settings)
+            routing_header = None
+            if serving.client_routing_key:  # else ignored: a caller must not choose its side of a canary
+                routing_header = headers.get("x-routing-key") or None
+                if routing_header is not None:
+                    _header_text(routing_header, "X-Routing-Key", 256)
             result = await g.invoke(dep, body, request_id=request_id, routing_header=routing_header)
         except RequestError as err:
+            if not err.counted:
+                g.metrics.failed(name, None, None, err.kind, err.status)
             body, extra = _error_body(err, request_id)
             return await self._respond(send, err.status, body, extra)
         except Exception as exc:  # never crash on a request
             log.exception("request %s failed", request_id)
+            g.metrics.failed(name, None, None, "internal", 500)
             err = RequestError(500, f"internal error: {type(exc).__name__}: {exc}", kind="internal")
             body, extra = _error_body(err, request_id)
             return await self._respond(send, 500, body, extra)
@@ -151,19 +234,6 @@ class InvocationFront:
 
 def _json(obj, status: int = 200, headers: dict | None = None) -> Response:
     return Response(dumps(obj), status_code=status, media_type=JSON, headers=headers)
-
-
-async def _request_body(request: Request, limit: int) -> bytes:
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limit:
-        raise _too_large(limit, declared)
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise _too_large(limit)
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 def create_app(settings: Settings | None = None, gateway: Gateway | None = None) -> InvocationFront:
@@ -189,33 +259,91 @@ def create_app(settings: Settings | None = None, gateway: Gateway | None = None)
 
     app = FastAPI(title="airflow-mlops serving gateway", lifespan=lifespan, docs_url=None, redoc_url=None)
 
+    def gw(request: Request) -> Gateway:
+        return request.app.state.gateway
+
+    def count(request: Request, kind: str, status: int) -> None:
+        g = gw(request)
+        path = request.url.path
+        name = path.split("/")[2] if path.startswith("/pipelines/") and path.count("/") >= 3 else None
+        g.metrics.failed(_pipeline_label(g, name), None, None, kind, status, endpoint=_endpoint(path))
+
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException):  # 404/405 of unknown routes
-        return _json({"error": f"{exc.detail}: {request.method} {request.url.path}"}, exc.status_code)
+        kind = {404: "not_found", 405: "method"}.get(exc.status_code, "invalid")
+        count(request, kind, exc.status_code)
+        return _json({"error": f"{exc.detail}: {request.method} {_short(request.url.path)}"}, exc.status_code)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(request: Request, exc: RequestValidationError):
+        count(request, "invalid", 422)
+        return _json({"error": f"invalid request: {exc.errors()}"}, 422)
 
     @app.exception_handler(RequestError)
     async def _request_error(request: Request, exc: RequestError):
+        if not exc.counted:
+            count(request, exc.kind, exc.status)
         body, headers = _error_body(exc, None)
         return Response(body, status_code=exc.status, media_type=JSON, headers=headers)
 
     @app.exception_handler(Exception)
     async def _internal_error(request: Request, exc: Exception):  # never a bare 500 page
         log.exception("%s %s failed", request.method, request.url.path)
+        count(request, "internal", 500)
         return _json({"error": f"internal error: {type(exc).__name__}: {exc}"}, 500)
 
-    def gw(request: Request) -> Gateway:
-        return request.app.state.gateway
+    # ---- predictions (served by InvocationFront; declared here for the OpenAPI document) ---------------
+    invocation_doc = {
+        "response_model": api.InvocationResponse,
+        "responses": api.INVOCATION_ERRORS,
+        "openapi_extra": api.INVOCATION_BODY,
+        "tags": ["predictions"],
+    }
+
+    async def _served_by_front(*_args, **_kwargs):  # pragma: no cover - InvocationFront answers these paths
+        raise RequestError(500, "invocation routes are served by InvocationFront", kind="internal")
+
+    @app.post("/invocations", summary="Predict (pipeline from X-Pipeline, ?pipeline= or the default)", **invocation_doc)
+    async def invocations(
+        pipeline: str | None = Query(None, description="pipeline (else X-Pipeline, else the default)"),
+        x_pipeline: str | None = Header(None, alias="X-Pipeline"),
+        x_request_id: str | None = Header(None, alias="X-Request-ID", max_length=128),
+        x_routing_key: str | None = Header(
+            None, alias="X-Routing-Key", max_length=256, description="only with serving.client_routing_key"
+        ),
+    ):
+        return await _served_by_front()
+
+    for prefix in ("pipelines", "endpoints"):
+
+        @app.post(f"/{prefix}/{{pipeline}}/invocations", summary="Predict with a named pipeline", **invocation_doc)
+        async def named_invocations(
+            pipeline: str,
+            x_request_id: str | None = Header(None, alias="X-Request-ID", max_length=128),
+            x_routing_key: str | None = Header(
+                None, alias="X-Routing-Key", max_length=256, description="only with serving.client_routing_key"
+            ),
+        ):
+            return await _served_by_front()
 
     # ---- feedback -----------------------------------------------------------------------------------
-    @app.post("/pipelines/{pipeline}/feedback")
+    @app.post(
+        "/pipelines/{pipeline}/feedback",
+        summary="Labels for served predictions",
+        response_model=api.FeedbackResponse,
+        responses=api.FEEDBACK_ERRORS,
+        openapi_extra=api.FEEDBACK_BODY,
+        tags=["predictions"],
+    )
     async def feedback(pipeline: str, request: Request):
         g = gw(request)
         dep = g.deployment(pipeline)
-        if dep.cfg.serving.require_token:
-            check_token(
-                settings, request.headers.get("authorization"), f"pipeline {dep.name!r} (serving.require_token)"
-            )
-        body = await _request_body(request, settings.max_body_bytes)
+        serving = dep.cfg.serving
+        if serving.require_token or serving.feedback_requires_token:
+            why = "serving.require_token" if serving.require_token else "serving.feedback_requires_token"
+            check_token(settings, request.headers.get("authorization"), f"feedback of pipeline {dep.name!r} ({why})")
+        check_content_type(request.headers.get("content-type"))
+        body = await read_body(request.receive, request.headers.get("content-length"), settings)
         return _json(g.feedback(dep, body))
 
     # ---- status -------------------------------------------------------------------------------------
@@ -246,9 +374,30 @@ def create_app(settings: Settings | None = None, gateway: Gateway | None = None)
         check_token(settings, request.headers.get("authorization"), "POST /admin/reload")
         return _json({"pipelines": await run_in_threadpool(gw(request).resolver.poll_once)})
 
-    @app.post("/admin/flush")
+    @app.post(
+        "/admin/flush",
+        response_model=api.FlushResponse,
+        responses={503: {"model": api.FlushResponse, "description": "a write failed; its rows are kept for a retry"}},
+    )
     async def flush(request: Request):
         check_token(settings, request.headers.get("authorization"), "POST /admin/flush")
-        return _json({"written": await run_in_threadpool(gw(request).flush)})
+        report = await run_in_threadpool(gw(request).flush)
+        if report["failed"]:
+            failed = [
+                f"{log_name}: {f['rows']} rows ({f['error']})" for log_name, fs in report["failed"].items() for f in fs
+            ]
+            count(request, "unavailable", 503)
+            return _json({"error": f"not written, kept for the next flush: {'; '.join(failed)}", **report}, 503)
+        return _json(report)
 
+    base_openapi = app.openapi
+
+    def openapi() -> dict:
+        if app.openapi_schema is None:
+            schema = base_openapi()
+            schema.setdefault("components", {}).setdefault("schemas", {}).update(api.COMPONENTS)
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi
     return InvocationFront(app, settings)

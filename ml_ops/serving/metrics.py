@@ -1,8 +1,11 @@
 """Prometheus metrics of the gateway (``GET /metrics``), in a registry of its own.
 
-mlops_gateway_requests_total{pipeline,version,route,status}   requests answered (per route group)
-mlops_gateway_errors_total{pipeline,version,route,kind}       failed requests: invalid | auth | too_large |
-                                                               unavailable | model | internal
+mlops_gateway_requests_total{pipeline,version,route,status}   prediction requests answered (per route group;
+                                                               refused ones with version/route "none")
+mlops_gateway_errors_total{pipeline,version,route,kind,endpoint}  every error response, by kind (see
+                                                               ml_ops.serving.errors.KINDS) and endpoint
+                                                               (invocations | feedback | admin | other);
+                                                               pipeline "none" when no known pipeline was named
 mlops_gateway_latency_seconds{pipeline,version,route}          model time of a request's rows
 mlops_gateway_request_seconds{pipeline,status}                 whole request, parse to response
 mlops_gateway_score{pipeline,version,route}                    predicted P(positive), per row
@@ -11,8 +14,13 @@ mlops_gateway_canary_weight{pipeline}                          traffic share rou
 mlops_gateway_model_version{pipeline,route}                    version serving each route (0: none)
 mlops_gateway_log_rows_written_total{log}                      rows written to S3 (log = predictions | feedback)
 mlops_gateway_log_write_errors_total{log}                      failed part writes (rows kept for a retry)
+mlops_gateway_log_dead_letter_rows_total{log}                  rows that could not be encoded as parquet, written
+                                                               to the dead letter instead (ml_ops.layout.dead_letter_prefix)
 mlops_gateway_log_buffered_rows{log}                           rows waiting to be written
 mlops_gateway_feedback_total{pipeline}                         labels received
+mlops_gateway_feedback_unknown_total{pipeline}                 labels refused: their request id was not served (or
+                                                               is forgotten: ml_ops.serving.served)
+mlops_gateway_served_ids{pipeline}                             request ids feedback can label now
 """
 
 from __future__ import annotations
@@ -37,7 +45,10 @@ class Metrics:
             registry=r,
         )
         self.errors = Counter(
-            "mlops_gateway_errors", "Failed requests by kind", ["pipeline", "version", "route", "kind"], registry=r
+            "mlops_gateway_errors",
+            "Error responses by kind and endpoint",
+            ["pipeline", "version", "route", "kind", "endpoint"],
+            registry=r,
         )
         self.latency = Histogram(
             "mlops_gateway_latency_seconds",
@@ -71,8 +82,18 @@ class Metrics:
             "mlops_gateway_log_rows_written", "Rows written to the object store", ["log"], registry=r
         )
         self.log_errors = Counter("mlops_gateway_log_write_errors", "Failed part writes", ["log"], registry=r)
+        self.log_dead_letter = Counter(
+            "mlops_gateway_log_dead_letter_rows",
+            "Rows written to the dead letter instead of parquet",
+            ["log"],
+            registry=r,
+        )
         self.log_buffered = Gauge("mlops_gateway_log_buffered_rows", "Rows waiting to be written", ["log"], registry=r)
         self.feedback = Counter("mlops_gateway_feedback", "Labels received", ["pipeline"], registry=r)
+        self.feedback_unknown = Counter(
+            "mlops_gateway_feedback_unknown", "Labels refused for request ids not served", ["pipeline"], registry=r
+        )
+        self.served_ids = Gauge("mlops_gateway_served_ids", "Request ids feedback can label", ["pipeline"], registry=r)
         self._children: dict[tuple, tuple] = {}
 
     def _prediction_children(self, pipeline: str, version: str, route: str) -> tuple:
@@ -96,10 +117,20 @@ class Metrics:
             if not math.isnan(s):
                 score.observe(s)
 
-    def failed(self, pipeline: str, version: int | None, route: str | None, kind: str, status: int) -> None:
-        v, r = str(version) if version is not None else "none", route or "none"
-        self.errors.labels(pipeline, v, r, kind).inc()
-        self.requests.labels(pipeline, v, r, str(status)).inc()
+    def failed(
+        self,
+        pipeline: str | None,
+        version: int | None,
+        route: str | None,
+        kind: str,
+        status: int,
+        endpoint: str = "invocations",
+    ) -> None:
+        """One error response. Prediction requests count in requests_total too (its status label)."""
+        p, v, r = pipeline or "none", str(version) if version is not None else "none", route or "none"
+        self.errors.labels(p, v, r, kind, endpoint).inc()
+        if endpoint == "invocations":
+            self.requests.labels(p, v, r, str(status)).inc()
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

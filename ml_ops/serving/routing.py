@@ -19,7 +19,9 @@ _SCALE = float(1 << 64)
 
 
 def bucket(pipeline: str, key: str) -> float:
-    digest = hashlib.sha1(f"{pipeline}\x00{key}".encode()).digest()
+    # surrogatepass: the same bytes as plain UTF-8 for every valid string, and no exception for a key holding
+    # a lone surrogate (the request parser refuses those; this keeps the router total anyway)
+    digest = hashlib.sha1(f"{pipeline}\x00{key}".encode("utf-8", "surrogatepass")).digest()
     return int.from_bytes(digest[:8], "big") / _SCALE
 
 
@@ -28,8 +30,9 @@ def route(pipeline: str, key: str, weight: float) -> str:
 
 
 def routing_keys(n: int, *, header: str | None, column: Sequence | None, request_id: str) -> list[str]:
-    """One key per row: the ``X-Routing-Key`` header for all rows, else the row's routing-key value,
-    else the request id (a row without a key value falls back to the request id too)."""
+    """One key per row: the ``X-Routing-Key`` header for all rows (passed only when the pipeline has
+    ``serving.client_routing_key``: otherwise a caller could pick its side of a canary), else the row's
+    routing-key value, else the request id (a row without a key value falls back to the request id too)."""
     if header:
         return [header] * n
     if column is None:

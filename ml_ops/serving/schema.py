@@ -10,12 +10,28 @@ Accepted bodies (the formats ``mlflow models serve`` accepts; ``params`` is allo
 Errors are ``RequestError``: 400 when the body cannot be read as one of these, 422 when it can but does
 not fit the signature (missing column, unexpected column, wrong type: naming the column and the first
 bad row; empty batch), 413 for more rows than the pipeline allows.
+
+``parse_json`` is the boundary every JSON body of the gateway (predictions and feedback) goes through. It
+accepts RFC 8259 JSON only, so that nothing a client sends can make a logged row unwritable later:
+
+* strict UTF-8 (no other encoding, no encoded surrogates), else 400;
+* nesting at most ``max_depth`` levels (checked on the bytes before parsing: Python's parser would raise
+  RecursionError), else 400;
+* no duplicate key in an object (``{"a": 1, "a": 2}`` is ambiguous), else 400;
+* no string holding a lone UTF-16 surrogate (``"\\ud800"``: valid JSON text, but no UTF-8 encoding exists,
+  so parquet cannot store it), and no integer outside int64, else 422 naming the field by its JSON path
+  (``$.dataframe_records[0].channel``).
+
+``NaN``, ``Infinity`` and numbers beyond float range (``1e309``) parse, and are refused where they would be
+used: a numeric column of the signature rejects non-finite values (422 naming the column and row); a column
+the signature leaves untyped (``any``) passes them to the model unchanged.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -45,13 +61,104 @@ class Table:
 # --------------------------------------------------------------------------- parsing
 
 
-def parse_json(body: bytes) -> dict:
+MAX_JSON_DEPTH = 32  # MLflow's formats need 4 or 5 levels (tensor columns a few more)
+INT64_MIN, INT64_MAX = -(1 << 63), (1 << 63) - 1
+# The byte-level checks below run on every body, so they are C-speed passes (bytes.translate, bytes.find,
+# a numpy scan of the few structural characters); the exact (Python) walk runs only when they flag a body.
+_NOT_STRUCTURE = bytes(sorted(set(range(256)) - set(b'"[]{}')))
+_DIGIT_MASK = bytes(0x31 if 0x30 <= i <= 0x39 else 0x30 for i in range(256))  # digit -> "1", else "0"
+_INT64_DIGITS = b"1" * 19  # an integer beyond int64 has at least 19 digits
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")  # text that may decode to a surrogate
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")  # after decoding, a pair is one code point: any left is lone
+
+
+class _DuplicateKey(ValueError):
+    pass
+
+
+def _object(pairs: list[tuple[str, object]]) -> dict:
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        seen: set[str] = set()
+        raise _DuplicateKey(next(k for k, _ in pairs if k in seen or seen.add(k)))
+    return obj
+
+
+def json_depth(body: bytes, at_most: int = 0) -> int:
+    """Deepest nesting of arrays/objects in ``body`` (brackets inside strings do not count); when the body
+    has at most ``at_most`` opening brackets in all, that count (an upper bound, found without a scan)."""
+    if b"\\" in body:  # drop escaped backslashes, then escaped quotes: every quote left opens or closes a string
+        body = body.replace(b"\\\\", b"").replace(b'\\"', b"")
+    kept = body.translate(None, _NOT_STRUCTURE)
+    opening = kept.count(b"[") + kept.count(b"{")
+    if opening <= max(at_most, 1):
+        return opening
+    codes = np.frombuffer(kept, dtype=np.uint8)
+    outside = (np.cumsum(codes == ord('"')) & 1) == 0  # a closing quote counts as outside: it is no bracket
+    steps = np.zeros(len(codes), dtype=np.int64)
+    steps[outside & ((codes == ord("[")) | (codes == ord("{")))] = 1
+    steps[outside & ((codes == ord("]")) | (codes == ord("}")))] = -1
+    return int(np.cumsum(steps).max())
+
+
+def json_path(path: tuple) -> str:
+    out = "$"
+    for p in path:
+        if isinstance(p, int):
+            out += f"[{p}]"
+        elif p.isidentifier() and p.isascii():
+            out += f".{p}"
+        else:
+            out += f"[{ascii(p)}]"
+    return out
+
+
+def unrepresentable(value, *, strings: bool = True, integers: bool = True) -> tuple[tuple, str] | None:
+    """The first value (JSON path, why) that cannot be stored as UTF-8 text or int64; None when all can."""
+    stack: list[tuple[tuple, object]] = [((), value)]
+    while stack:
+        path, v = stack.pop()
+        t = type(v)
+        if t is str:
+            if strings and _LONE_SURROGATE.search(v):
+                return path, f"holds a lone UTF-16 surrogate ({_short(v)}), which has no UTF-8 encoding"
+        elif t is int:
+            if integers and not INT64_MIN <= v <= INT64_MAX:
+                return path, f"is the integer {_short(v)}, outside the int64 range"
+        elif t is dict:
+            for k, item in reversed(v.items()):
+                if strings and _LONE_SURROGATE.search(k):
+                    return (*path, k), "is a key holding a lone UTF-16 surrogate, which has no UTF-8 encoding"
+                stack.append(((*path, k), item))
+        elif t is list:
+            stack.extend(((*path, i), item) for i, item in reversed(list(enumerate(v))))
+    return None
+
+
+def parse_json(body: bytes, max_depth: int = MAX_JSON_DEPTH) -> dict:
+    """The body as a JSON object, or a ``RequestError`` naming why not (see the module docstring)."""
     try:
-        payload = json.loads(body)
-    except (UnicodeDecodeError, ValueError) as exc:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise RequestError(400, f"malformed JSON body: not UTF-8 (byte {exc.start}: {exc.reason})") from None
+    depth = json_depth(body, at_most=max_depth)
+    if depth > max_depth:
+        raise RequestError(400, f"JSON nested {depth} levels deep; at most {max_depth} (MLOPS_GATEWAY_MAX_JSON_DEPTH)")
+    try:
+        payload = json.loads(text, object_pairs_hook=_object)
+    except _DuplicateKey as exc:
+        raise RequestError(400, f"malformed JSON body: duplicate key {_short(exc.args[0])} in an object") from None
+    except (ValueError, RecursionError) as exc:
         raise RequestError(400, f"malformed JSON body: {exc}") from None
     if not isinstance(payload, dict):
         raise RequestError(400, f"expected a JSON object with one of {list(FORMATS)}, got {type(payload).__name__}")
+    strings = b"\\u" in body and _SURROGATE_ESCAPE.search(text) is not None
+    integers = _INT64_DIGITS in body.translate(_DIGIT_MASK)
+    if strings or integers:  # only then can a value be unrepresentable: walk the parsed body to name it
+        found = unrepresentable(payload, strings=strings, integers=integers)
+        if found:
+            path, why = found
+            raise RequestError(422, f"{json_path(path)} {why}")
     return payload
 
 
@@ -215,7 +322,17 @@ def _convert(column: Column, values: list) -> np.ndarray:
             t = type(v)
             if t is not float and t is not int and v is not None:
                 raise _bad(column, i, v)
-        return np.array(values, dtype=_NUMERIC[kind])  # None -> NaN
+        with np.errstate(over="ignore"):
+            out = np.array(values, dtype=_NUMERIC[kind])  # None -> NaN
+        finite = np.isfinite(out)
+        if not finite.all():  # NaN from null is missing; NaN/Infinity sent as numbers, or overflow, are not
+            for i in np.flatnonzero(~finite).tolist():
+                if values[i] is not None:
+                    why = "a non-finite number" if not math.isfinite(values[i]) else f"a number beyond {kind} range"
+                    raise RequestError(
+                        422, f"column {column.name!r} expects a finite {kind}; row {i} has {why} ({values[i]!r})"
+                    )
+        return out
     if kind in _INTEGER:
         for i, v in enumerate(values):
             t = type(v)
@@ -251,7 +368,15 @@ def convert(table: Table, schema: InputSchema | None, skip: Iterable[str] = ()) 
     Without a signature: every column but ``skip``, with numpy's inferred types."""
     if schema is None:
         skip = set(skip)
-        return {c: np.asarray(table.data[c]) for c in table.columns if c not in skip}
+        out = {}
+        for c in table.columns:
+            if c in skip:
+                continue
+            try:
+                out[c] = np.asarray(table.data[c])
+            except (OverflowError, ValueError, TypeError) as exc:  # e.g. rows of different shapes
+                raise RequestError(422, f"column {c!r}: {exc}") from None
+        return out
     out = {}
     for column in schema.columns:
         values = table.data.get(column.name)

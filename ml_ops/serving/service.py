@@ -5,6 +5,9 @@ Serving-log rows carry ``ml_ops.rollout.deployment.LOG_COLUMNS`` plus the model'
 signature says) and the routing key / id columns when sent. Failed requests are logged too: a model
 error as one row per input row (score NaN, ``error`` set); a request refused before a model was chosen
 (bad body, no champion) as a single row with ``version``/``route`` null.
+
+Feedback labels only requests this process served (``ml_ops.serving.served``: bounded, time-limited, in
+memory; what that means across a restart is said there).
 """
 
 from __future__ import annotations
@@ -24,7 +27,8 @@ from ml_ops.serving.logbuffer import PartitionedLog
 from ml_ops.serving.metrics import Metrics
 from ml_ops.serving.models import Deployment, LoadedModel, ModelResolver
 from ml_ops.serving.routing import assign, routing_keys
-from ml_ops.serving.schema import check_columns, convert, parse_json, table_from_payload
+from ml_ops.serving.schema import INT64_MAX, _short, check_columns, convert, parse_json, table_from_payload
+from ml_ops.serving.served import ServedIndex
 from ml_ops.serving.settings import Settings
 
 log = logging.getLogger("ml_ops.serving")
@@ -51,6 +55,11 @@ def _text(values) -> list:
     return [None if v is None or (isinstance(v, float) and math.isnan(v)) else str(v) for v in values]
 
 
+def _loggable(text: str) -> str:
+    """Text as it can be stored (a lone surrogate becomes its escape); the common case costs one check."""
+    return text if text.isascii() else text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 class Gateway:
     def __init__(self, settings: Settings, store=None, resolver: ModelResolver | None = None):
         if store is None:
@@ -69,6 +78,7 @@ class Gateway:
             **common,
             on_write=lambda uri, n: m.log_rows.labels("predictions").inc(n),
             on_error=lambda name, exc: m.log_errors.labels("predictions").inc(),
+            on_dead_letter=lambda name, n, why: m.log_dead_letter.labels("predictions").inc(n),
         )
         self.labels = PartitionedLog(
             store,
@@ -77,7 +87,9 @@ class Gateway:
             **common,
             on_write=lambda uri, n: m.log_rows.labels("feedback").inc(n),
             on_error=lambda name, exc: m.log_errors.labels("feedback").inc(),
+            on_dead_letter=lambda name, n, why: m.log_dead_letter.labels("feedback").inc(n),
         )
+        self._served: dict[str, ServedIndex] = {}
 
     # ---- lifecycle ------------------------------------------------------------------------------------
     def start(self) -> None:
@@ -88,16 +100,36 @@ class Gateway:
     def close(self) -> dict[str, list[str]]:
         """Stop polling and write every buffered row (shutdown)."""
         self.resolver.stop()
-        written = {"predictions": self.logs.close(), "feedback": self.labels.close()}
+        self.logs.stop()
+        self.labels.stop()
+        report = self.flush()
+        written = report["written"]
         log.info(
-            "gateway stopped; final flush wrote %d prediction and %d feedback part(s)",
+            "gateway stopped; final flush wrote %d prediction and %d feedback part(s)%s",
             len(written["predictions"]),
             len(written["feedback"]),
+            f"; NOT written (lost): {report['failed']}" if report["failed"] else "",
         )
         return written
 
-    def flush(self) -> dict[str, list[str]]:
-        return {"predictions": self.logs.flush(), "feedback": self.labels.flush()}
+    def flush(self) -> dict:
+        """Write every buffered row now: ``{"written": {log: [uri]}, "dead_letter": {log: [...]},
+        "failed": {log: [...]}}`` (``ml_ops.serving.logbuffer.FlushReport``; empty logs left out of the last
+        two)."""
+        reports = {"predictions": self.logs.flush_report(), "feedback": self.labels.flush_report()}
+        return {
+            "written": {name: r.written for name, r in reports.items()},
+            "dead_letter": {name: r.dead_letter for name, r in reports.items() if r.dead_letter},
+            "failed": {name: r.failed for name, r in reports.items() if r.failed},
+        }
+
+    def served(self, pipeline: str) -> ServedIndex:
+        found = self._served.get(pipeline)
+        if found is None:
+            found = self._served.setdefault(
+                pipeline, ServedIndex(self.settings.feedback_ids, self.settings.feedback_seconds)
+            )
+        return found
 
     # ---- which pipeline -------------------------------------------------------------------------------
     def pipeline_name(self, given: str | None) -> str:
@@ -120,7 +152,9 @@ class Gateway:
             return found
         if self.resolver.polls == 0:
             raise RequestError(503, "the gateway is starting: pipelines are not resolved yet", kind="unavailable")
-        raise RequestError(404, f"unknown pipeline {name!r}; known pipelines: {self.resolver.names}")
+        raise RequestError(
+            404, f"unknown pipeline {_short(name)}; known pipelines: {self.resolver.names}", kind="not_found"
+        )
 
     # ---- predictions ----------------------------------------------------------------------------------
     async def invoke(self, dep: Deployment, body: bytes, *, request_id: str, routing_header: str | None) -> dict:
@@ -129,7 +163,7 @@ class Gateway:
         t0 = time.perf_counter()
         name, cfg = dep.name, dep.cfg
         try:
-            payload = parse_json(body)
+            payload = parse_json(body, self.settings.max_json_depth)
             if dep.champion is None:
                 if not dep.resolved:
                     why = f"pipeline {name!r} is not available yet: {'; '.join(dep.errors)}"
@@ -175,6 +209,12 @@ class Gateway:
             self._log_refused(dep, ts, request_id, err, routing_header)
             self.metrics.request_seconds.labels(name, str(err.status)).observe(time.perf_counter() - t0)
             raise
+        except Exception as exc:  # a bug in the checks above: still one logged, counted 500
+            err = RequestError(500, f"internal error: {type(exc).__name__}: {exc}", kind="internal")
+            log.exception("request %s failed", request_id)
+            self._log_refused(dep, ts, request_id, err, routing_header)
+            self.metrics.request_seconds.labels(name, "500").observe(time.perf_counter() - t0)
+            raise err from exc
 
         outcomes = await asyncio.gather(
             *(m.runner.predict(typed, len(rows)) for _, rows, m, typed in plan), return_exceptions=True
@@ -218,9 +258,12 @@ class Gateway:
         self.metrics.request_seconds.labels(name, str(status)).observe(time.perf_counter() - t0)
         if failure:
             route, model, exc = failure
-            raise RequestError(
+            err = RequestError(
                 500, f"model {name} v{model.version} ({route}) failed: {type(exc).__name__}: {exc}", kind="model"
             )
+            err.counted = True  # per failed route group above
+            raise err
+        self.served(name).add(request_id, n)
         predictions = [None if math.isnan(s) else s for s in scores.tolist()]  # NaN is not JSON
         return {"predictions": predictions, "versions": versions, "routes": routes, "request_id": request_id}
 
@@ -265,6 +308,7 @@ class Gateway:
         self, dep: Deployment, ts: datetime, request_id: str, err: RequestError, routing_header: str | None
     ) -> None:
         self.metrics.failed(dep.name, None, None, err.kind, err.status)
+        err.counted = True
         columns = {
             "request_id": request_id,
             "row": 0,
@@ -275,13 +319,14 @@ class Gateway:
             "latency_ms": np.nan,
             "model_cpu_ms": np.nan,
             "score": np.nan,
-            "error": f"{err.status}: {err.message}",
+            "error": _loggable(f"{err.status}: {err.message}"),
         }
         self.logs.append(serving_logs_prefix(dep.cfg), ts, 1, columns, dep.log_dtypes)
 
     # ---- feedback -------------------------------------------------------------------------------------
     def feedback(self, dep: Deployment, body: bytes) -> dict:
-        payload = parse_json(body)
+        """Labels for served rows; all or nothing (a batch with one bad label is refused whole)."""
+        payload = parse_json(body, self.settings.max_json_depth)
         if "labels" in payload:
             if set(payload) != {"labels"}:
                 raise RequestError(422, f"with 'labels', no other key is allowed; got {sorted(payload)}")
@@ -292,25 +337,46 @@ class Gateway:
             items, where = [payload], None
         if len(items) > MAX_LABELS:
             raise RequestError(413, f"{len(items)} labels in one request; at most {MAX_LABELS}", kind="too_large")
-        ids, rows, labels = [], [], []
+        served = self.served(dep.name)
+        ids, rows, labels, unknown = [], [], [], {}
         for i, item in enumerate(items):
             at = f"{where}[{i}]" if where else "the body"
             prefix = f"{at}." if where else ""
             if not isinstance(item, dict):
                 raise RequestError(422, f"{at} must be an object {{request_id, label, row}}")
-            unknown = sorted(set(item) - _FEEDBACK_KEYS)
-            if unknown:
-                raise RequestError(422, f"{at}: unknown key(s) {unknown}; expected request_id, label, row")
+            extra = sorted(set(item) - _FEEDBACK_KEYS)
+            if extra:
+                raise RequestError(422, f"{at}: unknown key(s) {extra}; expected request_id, label, row")
             rid, label, row = item.get("request_id"), item.get("label"), item.get("row", 0)
             if not isinstance(rid, str) or not 0 < len(rid) <= 128:
-                raise RequestError(422, f"{prefix}request_id must be the request id (1-128 characters), got {rid!r}")
+                raise RequestError(
+                    422, f"{prefix}request_id must be the request id (1-128 characters), got {_short(rid)}"
+                )
             if type(label) not in (int, float, bool) or label not in (0, 1):
-                raise RequestError(422, f"{prefix}label must be 0 or 1, got {label!r}")
-            if type(row) is not int or row < 0:
-                raise RequestError(422, f"{prefix}row must be a row index >= 0, got {row!r}")
+                raise RequestError(422, f"{prefix}label must be 0 or 1, got {_short(label)}")
+            if type(row) is not int or not 0 <= row <= INT64_MAX:
+                raise RequestError(422, f"{prefix}row must be a row index >= 0, got {_short(row)}")
+            n = served.rows(rid)
+            if n is None:
+                unknown.setdefault(rid, None)
+            elif row >= n:
+                raise RequestError(
+                    422, f"{prefix}row {row} of request {_short(rid)}: that request had {n} row(s) (0-{n - 1})"
+                )
             ids.append(rid)
             rows.append(row)
             labels.append(int(label))
+        if unknown:
+            self.metrics.feedback_unknown.labels(dep.name).inc(len(unknown))
+            shown = [_short(u) for u in list(unknown)[:5]]
+            more = f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""
+            raise RequestError(
+                422,
+                f"unknown request id(s) {', '.join(shown)}{more}: this gateway did not answer them for pipeline "
+                f"{dep.name!r} in the last {self.settings.feedback_seconds:g} s (MLOPS_GATEWAY_FEEDBACK_SECONDS; "
+                "ids are kept in memory, so not across a restart); no label of this request was recorded",
+                kind="unknown_request_id",
+            )
         ts = datetime.now(timezone.utc)
         self.labels.append(
             feedback_prefix(dep.cfg), ts, len(ids), {"request_id": ids, "row": rows, "label": labels, "ts": ts}
@@ -327,6 +393,8 @@ class Gateway:
             m.version.labels(name, "canary").set((d["canary"]["serving"] or 0) if d["effective_weight"] > 0 else 0)
         m.log_buffered.labels("predictions").set(self.logs.pending_rows)
         m.log_buffered.labels("feedback").set(self.labels.pending_rows)
+        for name, served in list(self._served.items()):
+            m.served_ids.labels(name).set(len(served))
         return m.render()
 
 

@@ -8,6 +8,12 @@ MLOPS_GATEWAY_POLL_SECONDS      how often aliases and deployment state are re-re
 MLOPS_GATEWAY_FLUSH_ROWS        buffered log rows that trigger a write (default 5000)
 MLOPS_GATEWAY_FLUSH_SECONDS     longest time a logged row waits before it is written (default 10)
 MLOPS_GATEWAY_MAX_BODY_BYTES    largest request body (default 1 MiB; more gets 413)
+MLOPS_GATEWAY_BODY_TIMEOUT_SECONDS  longest time a request body may take to arrive once the route has
+                                started reading it (default 10; a stalled body gets 408, connection closed)
+MLOPS_GATEWAY_MAX_JSON_DEPTH    deepest nesting of a JSON body (default 32; deeper gets 400)
+MLOPS_GATEWAY_FEEDBACK_IDS      request ids per pipeline the feedback route accepts labels for (default 100000;
+                                the oldest are forgotten first; ml_ops.serving.served)
+MLOPS_GATEWAY_FEEDBACK_SECONDS  how long after it was served a request id accepts labels (default 3600)
 MLOPS_GATEWAY_DEFAULT_PIPELINE  pipeline of /invocations without X-Pipeline or ?pipeline= (default: the only one)
 MLOPS_GATEWAY_MODEL_THREADS     BLAS/OpenMP threads per prediction (default 1: one-row predictions only lose
                                 from thread fan-out, and the gateway shares its cores)
@@ -52,6 +58,10 @@ class Settings:
     flush_rows: int = 5000
     flush_seconds: float = 10.0
     max_body_bytes: int = 1 << 20
+    body_timeout_seconds: float = 10.0
+    max_json_depth: int = 32
+    feedback_ids: int = 100_000
+    feedback_seconds: float = 3600.0
     default_pipeline: str | None = None
     model_threads: int = 1
     batch_rows: int = 256
@@ -72,6 +82,10 @@ class Settings:
             flush_rows=_number(env, "MLOPS_GATEWAY_FLUSH_ROWS", 5000, int, 1),
             flush_seconds=_number(env, "MLOPS_GATEWAY_FLUSH_SECONDS", 10.0, float, 0.05),
             max_body_bytes=_number(env, "MLOPS_GATEWAY_MAX_BODY_BYTES", 1 << 20, int, 64),
+            body_timeout_seconds=_number(env, "MLOPS_GATEWAY_BODY_TIMEOUT_SECONDS", 10.0, float, 0.1),
+            max_json_depth=_number(env, "MLOPS_GATEWAY_MAX_JSON_DEPTH", 32, int, 2),
+            feedback_ids=_number(env, "MLOPS_GATEWAY_FEEDBACK_IDS", 100_000, int, 1),
+            feedback_seconds=_number(env, "MLOPS_GATEWAY_FEEDBACK_SECONDS", 3600.0, float, 1),
             default_pipeline=env.get("MLOPS_GATEWAY_DEFAULT_PIPELINE") or None,
             model_threads=_number(env, "MLOPS_GATEWAY_MODEL_THREADS", 1, int, 1),
             batch_rows=_number(env, "MLOPS_GATEWAY_BATCH_ROWS", 256, int, 1),

@@ -22,6 +22,7 @@ GATEWAY_ENV = {
     "MLOPS_GATEWAY_FLUSH_SECONDS": "3600",  # only size, /admin/flush and shutdown write during the tests
     "MLOPS_GATEWAY_DEFAULT_PIPELINE": "fraud",
     "MLOPS_GATEWAY_TOKEN": TOKEN,
+    "MLOPS_GATEWAY_BODY_TIMEOUT_SECONDS": "2",  # a stalled body is answered 408 after 2 s (test_hardening)
 }
 
 

@@ -139,7 +139,8 @@ def test_invalid_requests_get_a_4xx_naming_the_problem_and_the_gateway_keeps_ser
         ),
     ]
     for path, body, status, message in cases:
-        resp = http.post(path, content=body, headers={"Content-Type": "application/json"})
+        auth = admin() if path.endswith("/feedback") else {}  # feedback needs the token (feedback_requires_token)
+        resp = http.post(path, content=body, headers={"Content-Type": "application/json", **auth})
         assert resp.status_code == status, (message, resp.text)
         assert message in resp.json()["error"], (message, resp.json())
     # a pipeline without a champion answers 503 naming that, while fraud serves
@@ -166,14 +167,28 @@ def test_tokens_guard_admin_routes_and_token_pipelines(http):
     assert http.post("/pipelines/tumors/invocations", json=body, headers=admin("nope")).status_code == 403
     assert http.post("/pipelines/tumors/invocations", json=body, headers=admin()).status_code == 503  # past auth
     assert http.post("/pipelines/tumors/feedback", json={"request_id": "x", "label": 1}).status_code == 401
+    # feedback decides canaries: it needs the token on every pipeline by default (serving.feedback_requires_token)
+    refused = http.post("/pipelines/fraud/feedback", json={"request_id": "x", "label": 1})
+    assert refused.status_code == 401 and "serving.feedback_requires_token" in refused.json()["error"]
+    assert (
+        http.post("/pipelines/fraud/feedback", json={"request_id": "x", "label": 1}, headers=admin("no")).status_code
+        == 403
+    )
 
 
-def test_feedback_is_stored_with_the_feedback_columns(http, store):
+def test_feedback_is_stored_with_the_feedback_columns(http, store, world):
     from ml_ops.rollout.deployment import FEEDBACK_COLUMNS
 
-    assert http.post("/pipelines/fraud/feedback", json={"request_id": "fb-1", "label": 1}).json()["accepted"] == 1
+    for request_id, n in (("fb-1", 1), ("fb-2", 2)):  # only served requests can be labelled
+        assert (
+            http.post("/invocations", json=split(world.rows(n)), headers={"X-Request-ID": request_id}).status_code
+            == 200
+        )
+    reply = http.post("/pipelines/fraud/feedback", json={"request_id": "fb-1", "label": 1}, headers=admin())
+    assert reply.json()["accepted"] == 1
     batch = {"labels": [{"request_id": "fb-2", "label": 0, "row": 0}, {"request_id": "fb-2", "label": 1, "row": 1}]}
-    assert http.post("/pipelines/fraud/feedback", json=batch).json() == {"accepted": 2, "pipeline": "fraud"}
+    reply = http.post("/pipelines/fraud/feedback", json=batch, headers=admin())
+    assert reply.json() == {"accepted": 2, "pipeline": "fraud"}
     written = http.post("/admin/flush", headers=admin()).json()["written"]["feedback"]
     assert written and all(
         "/pipelines/fraud/feedback/ds=" in u and "/hour=" in u and u.endswith(".parquet") for u in written
@@ -191,7 +206,7 @@ def test_metrics_ready_and_pipelines(http, world):
     text = http.get("/metrics").text
     for series in (
         'mlops_gateway_requests_total{pipeline="fraud",route="champion",status="200",version="1"}',
-        'mlops_gateway_errors_total{kind="invalid",pipeline="fraud",route="none",version="none"}',
+        'mlops_gateway_errors_total{endpoint="invocations",kind="invalid",pipeline="fraud",route="none",version="none"}',
         'mlops_gateway_latency_seconds_bucket{le="0.05",pipeline="fraud",route="champion",version="1"}',
         'mlops_gateway_score_count{pipeline="fraud",route="champion",version="1"}',
         'mlops_gateway_rows_total{pipeline="fraud",route="champion",version="1"}',

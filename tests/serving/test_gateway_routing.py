@@ -1,5 +1,8 @@
 """Routing by alias + deployment state on the real gateway: sticky per key, per row, followed without a
-restart and without failed requests, resumed after a restart; fault-injection variants in the logs."""
+restart and without failed requests, resumed after a restart; fault-injection variants in the logs.
+
+Keys are the rows' routing-key column (customer_id): the X-Routing-Key header is ignored unless a pipeline
+sets serving.client_routing_key (tests/serving/test_hardening.py)."""
 
 from __future__ import annotations
 
@@ -23,6 +26,11 @@ def expected_route(key: str, weight: float) -> str:
     return "canary" if bucket("fraud", key) < weight else "champion"
 
 
+def keyed(rows: list[dict], key: str) -> list[dict]:
+    """The rows as sent by customer ``key`` (the routing-key column)."""
+    return [{**r, "customer_id": key} for r in rows]
+
+
 def wait_for(http, check, what: str, timeout: float = 60) -> dict:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -40,16 +48,14 @@ def test_routing_is_sticky_per_key_and_per_row(http, world, canary, inverted):
     keys = [f"customer-{i}" for i in range(400)]
     routes = {}
     for key in keys:
-        reply = http.post("/invocations", json=split(row), headers={"X-Routing-Key": key}).json()
+        reply = http.post("/invocations", json=split(keyed(row, key))).json()
         routes[key] = reply["routes"][0]
         assert reply["versions"] == [inverted if routes[key] == "canary" else 1]
     assert routes == {k: expected_route(k, 0.3) for k in keys}  # the documented hash, nothing else
     share = sum(r == "canary" for r in routes.values()) / len(keys)
     assert 0.22 <= share <= 0.38, share
     for key in random.Random(0).sample(keys, 20):  # the same key sees the same model, request after request
-        assert http.post("/invocations", json=split(row), headers={"X-Routing-Key": key}).json()["routes"] == [
-            routes[key]
-        ]
+        assert http.post("/invocations", json=split(keyed(row, key))).json()["routes"] == [routes[key]]
 
     # one request, many customers: each row is routed by its own customer_id
     rows = world.rows(60, offset=200)
@@ -59,8 +65,12 @@ def test_routing_is_sticky_per_key_and_per_row(http, world, canary, inverted):
     assert reply["routes"] == [routes[k] for k in keys[:60]]
     assert reply["versions"] == [inverted if routes[k] == "canary" else 1 for k in keys[:60]]
     champion_key = next(k for k in keys if routes[k] == "champion")
-    plain = http.post("/invocations", json=split(rows), headers={"X-Routing-Key": champion_key}).json()
-    assert plain["routes"] == ["champion"] * 60  # the header overrides the column
+    plain = http.post("/invocations", json=split(keyed(rows, champion_key))).json()
+    assert plain["routes"] == ["champion"] * 60
+    # a client's X-Routing-Key is ignored by default (serving.client_routing_key: false)
+    canary_key = next(k for k in keys if routes[k] == "canary")
+    steered = http.post("/invocations", json=split(keyed(rows, champion_key)), headers={"X-Routing-Key": canary_key})
+    assert steered.json()["routes"] == ["champion"] * 60
     canary_rows = np.array([r == "canary" for r in reply["routes"]])
     got, champion_scores = np.array(reply["predictions"]), np.array(plain["predictions"])
     np.testing.assert_allclose(got[canary_rows], 1 - champion_scores[canary_rows])  # really the inverted model
@@ -82,9 +92,7 @@ def test_alias_and_weight_changes_apply_without_restart_and_no_request_fails(
             while not stop.is_set():
                 row = rows[rng.randrange(len(rows))]
                 try:
-                    resp = client.post(
-                        "/invocations", json=split([row]), headers={"X-Routing-Key": f"k{rng.randrange(10_000)}"}
-                    )
+                    resp = client.post("/invocations", json=split(keyed([row], f"k{rng.randrange(10_000)}")))
                     outcome = (resp.status_code, tuple(resp.json().get("versions", ())))
                 except httpx.HTTPError as exc:
                     outcome = (repr(exc), ())
@@ -126,9 +134,7 @@ def test_a_restarted_gateway_resumes_the_weights_and_flushes_on_sigterm(http, st
     keys = [f"restart-{i}" for i in range(40)]
     before = {}
     for i, key in enumerate(keys):
-        resp = http.post(
-            "/invocations", json=split(row), headers={"X-Routing-Key": key, "X-Request-ID": f"sigterm-{i}"}
-        )
+        resp = http.post("/invocations", json=split(keyed(row, key)), headers={"X-Request-ID": f"sigterm-{i}"})
         before[key] = resp.json()["routes"][0]
     assert set(before.values()) == {"canary", "champion"}
 
@@ -145,9 +151,7 @@ def test_a_restarted_gateway_resumes_the_weights_and_flushes_on_sigterm(http, st
     wait_ready(stack.gateway_url)
     status = http.get("/pipelines").json()["pipelines"]["fraud"]
     assert status["effective_weight"] == 0.3 and status["canary"]["serving"] == inverted  # read back from S3
-    after = {
-        k: http.post("/invocations", json=split(row), headers={"X-Routing-Key": k}).json()["routes"][0] for k in keys
-    }
+    after = {k: http.post("/invocations", json=split(keyed(row, k))).json()["routes"][0] for k in keys}
     assert after == before
 
 

@@ -63,7 +63,11 @@ def test_the_mlflow_formats_give_the_same_table():
             422,
             "column 'n' expects long; row 0 has float 1.5",
         ),
-        ({"dataframe_records": [{"amount": 1, "n": 2**70, "channel": "a"}]}, 422, "column 'n' expects long"),
+        (  # refused by the parser already: an integer beyond int64 cannot be logged whatever the column
+            {"dataframe_records": [{"amount": 1, "n": 2**70, "channel": "a"}]},
+            422,
+            "$.dataframe_records[0].n is the integer 1180591620717411303424, outside the int64 range",
+        ),
         (
             {"dataframe_records": [{"amount": 1, "n": 1, "channel": ["a"]}]},
             422,
@@ -131,3 +135,90 @@ def test_settings_name_a_bad_variable():
         Settings.from_env({"MLOPS_GATEWAY_POLL_SECONDS": "soon"})
     with pytest.raises(ValueError, match="MLOPS_GATEWAY_FLUSH_ROWS='0' must be >= 1"):
         Settings.from_env({"MLOPS_GATEWAY_FLUSH_ROWS": "0"})
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "message"),
+    [
+        (b'{"a": "\\ud800"}', 422, "$.a holds a lone UTF-16 surrogate"),
+        (b'{"a": ["ok", {"b c": "x\\udfff"}]}', 422, "$.a[1]['b c'] holds a lone UTF-16 surrogate"),
+        (b'{"\\udc00": 1}', 422, "is a key holding a lone UTF-16 surrogate"),
+        (b'{"a": [9223372036854775808]}', 422, "$.a[0] is the integer 9223372036854775808, outside the int64 range"),
+        (b'{"a": -9223372036854775809}', 422, "outside the int64 range"),
+        (b'{"a": "\xed\xa0\x80"}', 400, "not UTF-8"),
+        (b'{"a": 1, "a": 2}', 400, "duplicate key 'a'"),
+        (b"[" * 33 + b"]" * 33, 400, "JSON nested 33 levels deep; at most 32"),
+        (b'{"a":' * 10_000 + b"1" + b"}" * 10_000, 400, "nested 10000 levels deep"),
+    ],
+)
+def test_parse_json_refuses_what_could_not_be_logged_or_parsed(body, status, message):
+    with pytest.raises(RequestError) as err:
+        parse_json(body)
+    assert err.value.status == status and message in err.value.message, err.value.message
+
+
+def test_parse_json_accepts_what_is_fine():
+    assert parse_json('{"a": "\\ud83d\\ude00", "b": "é"}'.encode()) == {"a": "\U0001f600", "b": "é"}  # a pair
+    assert parse_json(b'{"a": "[[[[\\"{{{{"}') == {"a": '[[[["{{{{'}  # brackets in strings are not depth
+    assert (
+        parse_json(b'{"a": [9223372036854775807, -9223372036854775808, 12345678901234567890.5]}')["a"][0] == 2**63 - 1
+    )
+    assert parse_json(b'{"a": [[[[[]]]]]}', max_depth=6) == {"a": [[[[[]]]]]}
+
+
+def test_non_finite_numbers_are_refused_in_numeric_columns():
+    for literal in ("Infinity", "-Infinity", "NaN", "1e309"):
+        text = '{"dataframe_records": [{"amount": 1, "n": 1, "channel": "a"}, {"amount": X, "n": 1, "channel": "a"}]}'
+        t = table_from_payload(parse_json(text.replace("X", literal).encode()))
+        with pytest.raises(RequestError, match=r"column 'amount' expects a finite double; row 1 has a non-finite"):
+            convert(t, SCHEMA)
+    small = InputSchema((Column("x", "float"),))
+    with pytest.raises(RequestError, match=r"column 'x' expects a finite float; row 0 has a number beyond float range"):
+        convert(table({"dataframe_records": [{"x": 1e300}]}), small)
+    assert np.isnan(convert(table({"dataframe_records": [{"x": None}]}), small)["x"][0])  # null: missing, fine
+    untyped = InputSchema((Column("x", "any"),))
+    assert convert(table({"dataframe_records": [{"x": float("inf")}]}), untyped)["x"].tolist() == [float("inf")]
+
+
+def test_served_index_is_bounded_and_forgets_after_its_time():
+    from ml_ops.serving.served import ServedIndex
+
+    now = [0.0]
+    index = ServedIndex(max_ids=3, seconds=10, clock=lambda: now[0])
+    for i in range(4):
+        index.add(f"r{i}", i + 1)
+    assert index.rows("r0") is None and index.evicted == 1  # the oldest went first
+    assert [index.rows(f"r{i}") for i in (1, 2, 3)] == [2, 3, 4]
+    now[0] = 5
+    index.add("r1", 1)  # a reused id keeps its widest request, and its time starts again
+    assert index.rows("r1") == 2
+    now[0] = 10.5
+    assert index.rows("r2") is None and index.rows("r1") == 2
+    now[0] = 20
+    index.add("r9", 1)
+    assert len(index) == 1 and index.rows("r9") == 1
+
+
+def test_dead_letter_keys_come_from_layout_and_sit_beside_the_stage():
+    from ml_ops import layout
+
+    assert (
+        layout.dead_letter_prefix("s3://mlops/pipelines/fraud/serving_logs")
+        == "s3://mlops/pipelines/fraud/dead_letter/serving_logs"
+    )
+    assert (
+        layout.dead_letter_prefix("s3://mlops/pipelines/fraud/feedback/")
+        == "s3://mlops/pipelines/fraud/dead_letter/feedback"
+    )
+
+
+def test_routing_never_raises_on_a_surrogate_key():
+    assert 0 <= bucket("fraud", "\ud800") < 1 and assign("fraud", ["\ud800", "ok"], 0.5)
+    assert bucket("fraud", "customer-1") == pytest.approx(0.934167, abs=1e-6)  # valid keys hash as before
+
+
+def test_new_settings_have_defaults_and_name_a_bad_value():
+    s = Settings.from_env({})
+    assert (s.body_timeout_seconds, s.max_json_depth, s.feedback_ids, s.feedback_seconds) == (10.0, 32, 100_000, 3600.0)
+    with pytest.raises(ValueError, match="MLOPS_GATEWAY_BODY_TIMEOUT_SECONDS='never' is not a number"):
+        Settings.from_env({"MLOPS_GATEWAY_BODY_TIMEOUT_SECONDS": "never"})

@@ -8,7 +8,7 @@ import time
 import pandas as pd
 import pytest
 
-from tests.serving.conftest import admin
+from tests.serving.conftest import TOKEN, admin
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -16,7 +16,8 @@ pytestmark = pytest.mark.timeout(300)
 def test_replay_sends_at_the_rate_and_posts_the_labels(http, stack, store, world):
     from ml_ops.local.traffic import replay
 
-    stats = replay(world.cfg, store, stack.gateway_url, rate=20, duration=3, label_delay=1, days=1)
+    # feedback needs the gateway token by default (serving.feedback_requires_token)
+    stats = replay(world.cfg, store, stack.gateway_url, rate=20, duration=3, label_delay=1, days=1, token=TOKEN)
     assert stats.sent == 60 and stats.ok == 60 and stats.failed == 0, stats
     assert dict(stats.by_route) == {"champion": 60} and dict(stats.by_version) == {1: 60}
     assert stats.labels_sent == 60 and stats.labels_dropped == 0
