@@ -72,7 +72,7 @@ def main() -> None:
         )
 
     def ml_ops_score_model():  # what train_and_register uses (pyfunc wrapper, pinned)
-        log_score_model(model, example)
+        log_score_model(mlflow.MlflowClient(), mlflow.active_run().info.run_id, model, example)
 
     cases = [
         ("(a) mlflow.sklearn.log_model, default requirement inference", sklearn_default),
