@@ -139,6 +139,7 @@ def replayed_traffic(world, rate: float = RATE):
             duration=3600,
             label_delay=1.0,
             stop_event=stop,
+            token=world["stack"].gateway_token,  # feedback needs the gateway's token
         )
 
     thread = threading.Thread(target=run, daemon=True)
