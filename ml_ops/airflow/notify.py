@@ -1,7 +1,11 @@
 """Alerts by email and Slack, built from a pipeline's ``alerts`` config.
 
 A channel is used only when its Airflow connection exists, so a laptop without SMTP or Slack
-configured runs quietly and a deployment turns alerts on by adding the connection.
+configured runs quietly and a deployment turns alerts on by adding the connection. An alert that is
+not sent is always logged with the reason: at info when the channel is not configured (no recipients,
+no connection id, a connection that does not exist); as an error with the exception when the connection
+could not be read (secrets backend down, access denied) or the send failed. Nothing here raises: the
+step that alerts carries on.
 """
 
 from __future__ import annotations
@@ -9,25 +13,34 @@ from __future__ import annotations
 import logging
 
 from airflow.sdk import BaseHook, BaseNotifier
+from airflow.sdk.exceptions import AirflowNotFoundException
 
 log = logging.getLogger(__name__)
 
 
-def _has_connection(conn_id: str | None) -> bool:
+def _has_connection(channel: str, conn_id: str | None, subject: str) -> bool:
+    """Whether ``conn_id`` exists; if not, log why the ``channel`` alert ``subject`` is not sent."""
     if not conn_id:
+        log.info("%s alert not sent, no connection configured: %s", channel, subject)
         return False
     try:
         BaseHook.get_connection(conn_id)
         return True
-    except Exception:  # noqa: BLE001 - the SDK raises different types per secrets backend; absent is absent
-        return False
+    except AirflowNotFoundException:
+        log.info("%s alert not sent, connection %r is not configured: %s", channel, conn_id, subject)
+    except Exception:  # secrets backend unreachable, access denied, malformed connection, ...
+        log.exception("%s alert not sent, connection %r could not be read: %s", channel, conn_id, subject)
+    return False
 
 
 def send_alert(alerts, subject: str, text: str, context=None) -> list[str]:
     """Send ``text`` to every configured channel; returns the channels used. Never raises:
-    an alert that cannot be delivered must not fail the pipeline step that produced it."""
+    an alert that cannot be delivered must not fail the pipeline step that produced it,
+    but it is logged with the reason (module docstring)."""
     sent: list[str] = []
-    if alerts.email and _has_connection(alerts.email_conn_id):
+    if not alerts.email:
+        log.info("email alert not sent, no recipients configured: %s", subject)
+    elif _has_connection("email", alerts.email_conn_id, subject):
         try:
             from airflow.providers.smtp.notifications.smtp import SmtpNotifier
 
@@ -37,8 +50,8 @@ def send_alert(alerts, subject: str, text: str, context=None) -> list[str]:
             )
             sent.append("email")
         except Exception:
-            log.exception("email alert to %s failed", alerts.email)
-    if _has_connection(alerts.slack_conn_id):
+            log.exception("email alert to %s failed: %s", alerts.email, subject)
+    if _has_connection("slack", alerts.slack_conn_id, subject):
         try:
             from airflow.providers.slack.notifications.slack_webhook import SlackWebhookNotifier
 
@@ -47,7 +60,7 @@ def send_alert(alerts, subject: str, text: str, context=None) -> list[str]:
             )
             sent.append("slack")
         except Exception:
-            log.exception("slack alert via %s failed", alerts.slack_conn_id)
+            log.exception("slack alert via %s failed: %s", alerts.slack_conn_id, subject)
     return sent
 
 
