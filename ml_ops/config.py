@@ -53,7 +53,12 @@ class Source(_Strict):
 
 class Validation(_Strict):
     suite: str = Field(description="Great Expectations suite JSON under include/")
-    stats_columns: list[str] = []
+    stats_columns: list[str] = Field(
+        [],
+        description="columns whose null share and mean are compared with recent days (default: the suite's "
+        "meta.ml_ops_stats_columns); the suite's label and categorical columns are compared in any case and are "
+        "appended to a non-empty list, since the validate step reads only these columns of past days",
+    )
     history_days: int = Field(7, ge=0, description="recent partitions the day's statistics are compared with")
     max_mean_shift_sigma: float = Field(6.0, gt=0)
 
@@ -63,6 +68,43 @@ class Validation(_Strict):
         if not (include_dir() / value).is_file():
             raise ValueError(f"expectation suite not found: {include_dir() / value}")
         return value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _with_suite_columns(cls, data):
+        """A YAML list narrows the null-share and mean checks, not the label and categorical ones: append those
+        columns so that the step loads them from past days."""
+        listed = data.get("stats_columns") if isinstance(data, dict) else None
+        if not listed or not isinstance(listed, list) or not isinstance(data.get("suite"), str):
+            return data
+        extra = cls.suite_compared_columns(include_dir() / data["suite"])
+        return {**data, "stats_columns": list(dict.fromkeys([*listed, *extra]))}
+
+    @staticmethod
+    def suite_compared_columns(path: Path) -> list[str]:
+        """The suite's label and categorical columns: the rule of ml_ops.pipeline.validate.stats
+        (always_compared_columns, which a test holds this to), read here without pandas at DAG parse time.
+        Label: meta.ml_ops_label_column, else the one column whose allowed values are exactly {0, 1}.
+        Categorical: meta.ml_ops_categorical_columns plus every column whose allowed-value set holds text."""
+        import json
+
+        try:
+            suite = json.loads(Path(path).read_text())
+            meta = suite.get("meta") or {}
+            sets: dict[str, list] = {}
+            for exp in suite.get("expectations") or []:
+                kwargs = exp.get("kwargs") or {}
+                if exp.get("type") == "expect_column_values_to_be_in_set" and isinstance(kwargs.get("value_set"), list):
+                    sets.setdefault(kwargs.get("column"), []).extend(kwargs["value_set"])
+            label = meta.get("ml_ops_label_column")
+            if not (isinstance(label, str) and label):
+                binary = [c for c, v in sets.items() if len(v) == 2 and set(v) == {0, 1}]
+                label = binary[0] if len(binary) == 1 else None
+            text = [c for c, v in sets.items() if any(isinstance(x, bool) or not isinstance(x, int | float) for x in v)]
+            categorical = [c for c in [*(meta.get("ml_ops_categorical_columns") or []), *text] if c != label]
+        except (OSError, ValueError, TypeError, AttributeError):
+            return []  # a missing or broken suite is reported by _suite_exists, or by load_suite when the step runs
+        return [c for c in dict.fromkeys([label, *categorical]) if isinstance(c, str)]
 
 
 class Features(_Strict):

@@ -1,10 +1,8 @@
-"""Validation stage: the real GX suites on small generated frames (no mocks)."""
+"""Validation stage end to end (validate_frame): the real GX suites on small generated frames (no mocks)."""
 
 from __future__ import annotations
 
 import json
-from html.parser import HTMLParser
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -13,63 +11,11 @@ import pytest
 from ml_ops.pipeline.validate import (
     DataValidationError,
     SuiteError,
-    ValidationResult,
     load_suite,
     raise_for_failures,
     validate_frame,
 )
-
-ROOT = Path(__file__).resolve().parents[3]
-FRAUD_SUITE = ROOT / "include" / "expectations" / "fraud.json"
-TUMORS_SUITE = ROOT / "include" / "expectations" / "tumors.json"
-CATEGORIES = [
-    "grocery",
-    "restaurants",
-    "fuel",
-    "electronics",
-    "travel",
-    "fashion",
-    "online_services",
-    "gambling",
-    "health",
-    "other",
-]
-
-
-def fraud_frame(n: int = 300, day: str = "2026-01-05", seed: int = 0) -> pd.DataFrame:
-    """A realistic day of the fraud source schema (built here so this test does not depend on ml_ops.local.sim)."""
-    rng = np.random.default_rng(seed)
-    ts = pd.Timestamp(day) + pd.to_timedelta(rng.integers(0, 86_400, n), unit="s")
-    return pd.DataFrame(
-        {
-            "transaction_id": [f"t{seed}-{i:07d}" for i in range(n)],
-            "ts": ts,
-            "customer_id": [f"c{x:05d}" for x in rng.integers(0, 5000, n)],
-            "amount": np.round(rng.lognormal(3.5, 1.0, n).clip(0.01, 49_999), 2),
-            "merchant_category": rng.choice(CATEGORIES, n),
-            "channel": rng.choice(["pos", "online", "atm", "contactless"], n),
-            "country": rng.choice(["DE", "FR", "NL", "US", "GB"], n),
-            "device": rng.choice(["mobile", "desktop", "terminal", "unknown"], n),
-            "customer_age": rng.integers(18, 90, n),
-            "account_age_days": rng.integers(0, 5000, n),
-            "is_fraud": (rng.random(n) < 0.02).astype("int64"),
-            "label_available_at": ts + pd.to_timedelta(rng.integers(1, 30 * 86_400, n), unit="s"),
-        }
-    )
-
-
-@pytest.fixture(scope="module")
-def suite() -> dict:
-    return load_suite(FRAUD_SUITE)
-
-
-@pytest.fixture(scope="module")
-def history() -> list[pd.DataFrame]:
-    return [fraud_frame(300, f"2026-01-0{d}", seed=d) for d in range(1, 5)] + [fraud_frame(280, "2025-12-31", 9)]
-
-
-def failed(result: ValidationResult) -> set[tuple[str, str | None]]:
-    return {(f.expectation_type, f.column) for f in result.failures}
+from tests.unit.pipeline.validate.frames import TUMORS_SUITE, assert_well_formed, failed, fraud_frame
 
 
 def test_clean_frame_passes(suite, history):
@@ -249,7 +195,7 @@ def test_to_json_and_html(suite, history):
     assert "expect_column_values_to_be_in_set" in page
     assert "<script>" not in page and "&lt;script&gt;" in page
     assert page.count('<tr class="bad">') == len(result.failures)
-    _assert_well_formed(page)
+    assert_well_formed(page)
 
     with pytest.raises(DataValidationError) as info:
         raise_for_failures(result, "fraud ds=2026-01-05")
@@ -271,29 +217,3 @@ def test_tumors_suite_on_the_bundled_data():
     df.loc[:4, "mean_radius"] = -1.0
     result = validate_frame(df, suite)
     assert failed(result) == {("expect_column_values_to_be_between", "mean_radius")}
-
-
-class _TagChecker(HTMLParser):
-    VOID = frozenset({"meta", "br", "hr", "img", "link", "input"})
-
-    def __init__(self):
-        super().__init__()
-        self.stack: list[str] = []
-        self.errors: list[str] = []
-
-    def handle_starttag(self, tag, attrs):
-        if tag not in self.VOID:
-            self.stack.append(tag)
-
-    def handle_endtag(self, tag):
-        if not self.stack or self.stack[-1] != tag:
-            self.errors.append(f"unexpected </{tag}> with open {self.stack[-3:]}")
-        else:
-            self.stack.pop()
-
-
-def _assert_well_formed(page: str) -> None:
-    checker = _TagChecker()
-    checker.feed(page)
-    checker.close()
-    assert checker.errors == [] and checker.stack == [], (checker.errors, checker.stack)
