@@ -169,3 +169,32 @@ def test_a_query_that_cannot_run_fails_at_once_with_a_report(store, tmp_path):
     report = store.get_bytes(layout.partition(cfg.prefix(), "validation", DAYS[0].ds, "report.html")).decode()
     assert "no such column: device" in report
     assert [r["status"] for r in history.quarantine(store, cfg)] == ["rejected"]
+
+
+@pytest.mark.parametrize(
+    ("spoil", "column"),
+    [
+        # 30 % of the day's rows from a country no earlier day and no suite value set knows
+        ("UPDATE transactions SET country = 'ZZ' WHERE substr(ts,1,10) = ? AND rowid % 10 < 3", "country"),
+        # chargebacks stopped arriving: a day of 1,500 transactions without a single fraud label
+        ("UPDATE transactions SET is_fraud = 0 WHERE substr(ts,1,10) = ?", "is_fraud"),
+    ],
+    ids=["unseen_category", "no_positive_label"],
+)
+def test_checks_on_by_default_name_the_column(store, tmp_path, spoil, column):
+    path = tmp_path / "source.db"
+    load_source(
+        f"sqlite:///{path}", "transactions", generate_transactions(D0, 4, rows_per_day=1500, seed=5, label_delay_days=1)
+    )
+    day = DAYS[3]
+    with sqlite3.connect(path) as con:
+        con.execute(spoil, (day.ds,))
+    cfg = load_pipeline_by_name("fraud").model_copy(update={"name": f"fraud_{column}"})
+    engine = sa.create_engine(f"sqlite:///{path}")
+    for good in DAYS[:3]:
+        assert _run(cfg, store, engine, good) == "ok"
+    steps.extract_step(cfg, store, day, engine)
+    with pytest.raises(DataValidationError) as failed:
+        steps.validate_step(cfg, store, day)
+    assert f"({column}" in str(failed.value), str(failed.value)
+    assert day.ds in history.status(store, cfg, [day.ds]).rejected
