@@ -215,33 +215,34 @@ class Serving(_Strict):
 
 
 class CanaryMetric(_Strict):
-    """One judged metric: canary vs champion, Kayenta style."""
+    """One judged metric: canary vs champion, Kayenta style (ml_ops.rollout.judge)."""
 
     direction: Literal["increase", "decrease", "either"] = Field(
-        description="which change is bad: increase (latency), decrease (accuracy), either (score shift)"
+        description="which change is bad: increase (latency, log_loss), decrease (roc_auc), either (score shift)"
     )
     tolerance: float = Field(
         ge=0,
-        description="change allowed before the metric can fail: absolute for rates "
-        "(error_rate, accuracy), relative for latency_ms, |P(canary > champion) - 0.5| "
-        "for score",
+        description="change allowed before the metric can fail: absolute for rates (error_rate, accuracy) and "
+        "areas (roc_auc, pr_auc), relative for latency_ms and log_loss, |P(canary > champion) - 0.5| for score",
     )
     critical: bool = Field(False, description="a failure of this metric fails the canary outright")
     weight: float = Field(1.0, gt=0)
 
 
 def _default_canary_metrics() -> dict[str, CanaryMetric]:
-    # Names and semantics are those of ml_ops.rollout.judge.METRICS.
+    # Names and semantics are those of ml_ops.rollout.judge.METRICS; calibration in bench/RESULTS_canary_judge.md.
     return {
         "error_rate": CanaryMetric(direction="increase", tolerance=0.01, critical=True),
         "latency_ms": CanaryMetric(direction="increase", tolerance=0.10, critical=True),
         # Effect size, not a relative shift (fraud scores sit near 0.01): 0.2 flags a gross change of the
         # score distribution (about x10 on fraud-like scores, an inverted or constant model) but lets a
         # retrained model's honest shift through (0.1 rolled back a better challenger trained on twice
-        # the data, A = 0.63). Weight 0.5 keeps a score-only failure "marginal" (score 86, or 80 while
-        # accuracy has no labels), never an outright fail.
+        # the data, A = 0.63). Weight 0.5 keeps a score-only failure "marginal", never an outright fail.
         "score": CanaryMetric(direction="either", tolerance=0.20, weight=0.5),
-        "accuracy": CanaryMetric(direction="decrease", tolerance=0.02, critical=True),
+        # Quality on labelled predictions. Accuracy at 0.5 is ~98 % for any model at a 2 % base rate, so it
+        # is judged only where configured; a proper scoring rule and a ranking metric instead.
+        "log_loss": CanaryMetric(direction="increase", tolerance=0.20, critical=True),
+        "roc_auc": CanaryMetric(direction="decrease", tolerance=0.01, critical=True),
     }
 
 
@@ -252,10 +253,17 @@ class Canary(_Strict):
     step_minutes: float = Field(10.0, gt=0, description="minimum time each step runs before it is judged")
     max_extensions: int = Field(3, ge=0, description="extra step lengths waited for enough data before failing")
     min_requests: int = Field(200, ge=10, description="requests per side a step needs before it is judged")
-    min_labels: int = Field(200, ge=10, description="labelled predictions per side before accuracy is judged")
-    # 0.95, not 0.99: at the traffic min_requests implies (200 canary requests at 10 %), 0.99 caught a 5-point
-    # accuracy drop in 91 % of canaries; the tolerance bands, not alpha, keep identical models from failing
-    # (bench/RESULTS_canary_judge.md).
+    min_labels: int = Field(
+        200, ge=10, description="labelled predictions per side before a label-based metric is judged"
+    )
+    min_per_class: int = Field(
+        30,
+        ge=2,
+        description="labelled positives and negatives per side before log_loss, roc_auc and pr_auc are judged "
+        "(the rare class makes their variance; fewer and the normal approximation misleads)",
+    )
+    # 0.95, not 0.99: the tolerance bands, not alpha, keep equal models from failing (whole canaries: 0.8-3.8 %
+    # false rollbacks, bench/RESULTS_canary_judge.md); 0.99 was slower to catch real regressions.
     confidence: float = Field(
         0.95,
         gt=0.5,
@@ -264,7 +272,11 @@ class Canary(_Strict):
     )
     pass_score: float = Field(95, ge=0, le=100, description="judge score at or above which a step passes")
     marginal_score: float = Field(75, ge=0, le=100, description="below this a step fails; in between it is extended")
-    metrics: dict[str, CanaryMetric] = Field(default_factory=_default_canary_metrics)
+    metrics: dict[str, CanaryMetric] = Field(
+        default_factory=_default_canary_metrics,
+        description="judged metrics by name: error_rate, latency_ms, score, log_loss, roc_auc, pr_auc, accuracy "
+        "(accuracy: at the score threshold 0.5; only where configured)",
+    )
 
     @field_validator("steps")
     @classmethod

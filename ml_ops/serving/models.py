@@ -8,8 +8,9 @@ New versions are loaded (and warmed up) in that thread, off the request path; on
 pipeline's ``Deployment`` replaced, in one reference assignment. A request reads the deployment once, so
 it finishes on the models it started with even if a swap happens meanwhile.
 
-If MLflow or S3 cannot be read, or a new version fails to load, the previous deployment keeps serving
-and the error is shown in /pipelines (and /ready, while a champion is not loaded).
+If MLflow or S3 cannot be read, the state file does not validate (``DeploymentState``: the error names the
+field), or a new version fails to load, the previous deployment keeps serving and the error is shown in
+/pipelines (and /ready, while a champion is not loaded).
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ import numpy as np
 
 from ml_ops import layout
 from ml_ops.config import ConfigError, Pipeline, load_pipeline, pipeline_files
-from ml_ops.rollout.deployment import read_state
+from ml_ops.rollout.deployment import DeploymentState, read_state
 from ml_ops.scoring import scores_from_output
 from ml_ops.serving.routing import CANARY, CHAMPION
 from ml_ops.serving.runner import ModelRunner
@@ -150,7 +151,7 @@ class Deployment:
     weight: float = 0.0  # share of keys routed to the canary now (0 unless the canary is loaded)
     champion_version: int | None = None  # version holding the alias (may be loading or failed)
     canary_version: int | None = None
-    state: dict = field(default_factory=dict)
+    state: DeploymentState | None = None  # the deployment state as last read (None: not read yet)
     errors: tuple[str, ...] = ()
     polled_at: str | None = None
     resolved: bool = True  # False until aliases and state could be read once (MLflow/S3 down at start)
@@ -208,7 +209,7 @@ class Deployment:
                 "scorer": (loaded.scorer if loaded else None),
             }
 
-        keep = (
+        keep = {
             "status",
             "canary_version",
             "champion_version",
@@ -217,15 +218,16 @@ class Deployment:
             "run_id",
             "updated_at",
             "reason",
-        )
+            "forced",
+        }
         inputs = (self.champion.schema or self.fallback_schema) if self.champion else self.fallback_schema
         return {
             "pipeline": self.name,
             CHAMPION: side(self.champion_version, self.champion),
             CANARY: side(self.canary_version, self.canary),
-            "canary_weight": float(self.state.get("canary_weight") or 0.0),
+            "canary_weight": self.state.canary_weight if self.state else 0.0,
             "effective_weight": self.weight,
-            "state": {k: self.state.get(k) for k in keep},
+            "state": self.state.model_dump(mode="json", include=keep) if self.state else dict.fromkeys(keep),
             "routing_key": self.cfg.routing_key,
             "id_column": self.cfg.source.id_column,
             "inputs": inputs.names,
@@ -367,9 +369,8 @@ class ModelResolver:
         if canary_v is not None:
             canary, fresh = self._model(cfg.name, canary_v, errors)
             loaded |= fresh
-        want = float(state.get("canary_weight") or 0.0)
-        state_v = state.get("canary_version")
-        matches = canary_v is not None and state_v is not None and int(state_v) == canary_v
+        want, state_v = state.canary_weight, state.canary_version
+        matches = canary_v is not None and state_v == canary_v
         weight = want if (matches and canary is not None) else 0.0
         if want > 0 and not matches:
             errors.append(

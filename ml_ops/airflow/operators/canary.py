@@ -42,10 +42,13 @@ def flush_gateway(conn_id: str, log) -> None:
 
 class CanaryOperator(PipelineOperator):
     """Shifts traffic to the ``canary`` version step by step (``canary.steps``), judging it against the
-    champion after each step; promotes after the last step or rolls back at the first failing one.
+    champion after each step; promotes after the last step or rolls back at the first failing one. What
+    follows a judgement is ``ml_ops.rollout.actions.next_action`` (pure); this operator only carries it out.
 
     Version: Params ``version``, else the version holding the ``canary`` alias (set by a winning
-    challenger's promote task). XCom: ``{outcome, version, reason, ...}``.
+    challenger's promote task). A version without a passed offline gate is refused unless Params ``force``
+    is true with a ``reason`` (``ml_ops.rollout.gate``; recorded and alerted). XCom: ``{outcome, version,
+    reason, forced, ...}``.
     """
 
     ui_color = "#fdf3e8"
@@ -74,81 +77,96 @@ class CanaryOperator(PipelineOperator):
     def run_step(self, context, interval):
         from airflow.sdk.exceptions import AirflowFailException
 
+        from ml_ops.airflow.notify import send_alert
         from ml_ops.pipeline.registry import current_version
         from ml_ops.pipeline.steps import SkipStep
         from ml_ops.rollout import canary
 
+        params = context.get("params") or {}
         policy = self._policy(context)
         client = self.mlflow_client()
-        requested = (context.get("params") or {}).get("version")
+        requested = params.get("version")
         version = int(requested) if requested else current_version(client, self.cfg.name, layout.CANARY)
         if version is None:
             raise SkipStep(f"{self.cfg.name}: no version given (Params 'version') and no 'canary' alias set")
         try:
-            state = canary.start(self.cfg, self.store(), client, version, run_id=context["run_id"], policy=policy)
-        except (canary.CanaryBusy, ValueError) as refused:  # retrying would not change the answer
+            state = canary.start(
+                self.cfg,
+                self.store(),
+                client,
+                version,
+                run_id=context["run_id"],
+                policy=policy,
+                force=bool(params.get("force")),
+                reason=params.get("reason"),
+            )
+        except (canary.CanaryBusy, ValueError) as refused:  # retrying would not change the answer (GateRefused too)
             raise AirflowFailException(str(refused)) from None
-        self.log.info("canary v%s vs champion v%s: %s", version, state["champion_version"], state["reason"])
-        self._wait(step=state["step"], step_start=state["step_started_at"], extension=0, minutes=policy.step_minutes)
+        self.log.info("canary v%s vs champion v%s: %s", version, state.champion_version, state.reason)
+        if state.forced and state.step == 0:  # an override is always alerted (a retried start may repeat it)
+            send_alert(
+                self.cfg.alerts,
+                f"[airflow-mlops] {self.cfg.name}: canary v{version} FORCED past its offline gate",
+                f"{state.reason}\nTriggered by run {context['run_id']}; recorded in "
+                f"{layout.decision_log(self.cfg.prefix())} and the version's canary.forced tags.",
+                context,
+            )
+        self._wait(
+            step=state.step, step_start=state.step_started_at.isoformat(), extension=0, minutes=policy.step_minutes
+        )
 
-    # ---- after each wait ----------------------------------------------------------------------------
+    # ---- after each wait: judge, then carry out ml_ops.rollout.actions.next_action ---------------------
     def judge_step(self, context, event=None, *, step: int, step_start: str, extension: int):
         from ml_ops.airflow.notify import send_alert
         from ml_ops.rollout import canary
+        from ml_ops.rollout.actions import next_action, where
         from ml_ops.rollout.deployment import read_state
 
         cfg, store, client, tracking_uri = self.cfg, self.store(), self.mlflow_client(), self.tracking_uri()
         policy = self._policy(context)
         state = read_state(store, cfg)
-        if state["status"] != "running" or state["run_id"] != context["run_id"]:
+        if not state.running or state.run_id != context["run_id"]:
             from airflow.sdk.exceptions import AirflowFailException
 
-            raise AirflowFailException(
-                f"{cfg.name}: the canary was ended elsewhere ({state['status']}: {state['reason']})"
-            )
+            raise AirflowFailException(f"{cfg.name}: the canary was ended elsewhere ({state.status}: {state.reason})")
         flush_gateway(cfg.serving.gateway_conn_id, self.log)
         verdict = canary.analyse(cfg, store, state, policy, datetime.fromisoformat(step_start))
         canary.record(tracking_uri, cfg, state, step, extension, verdict)
-        where = f"step {step + 1}/{len(policy.steps)} ({policy.steps[step]}%)"
-        self.log.info("%s: %s, score %.0f: %s", where, verdict.outcome, verdict.score, verdict.reason)
+        self.log.info("%s: %s, score %.0f: %s", where(step, policy), verdict.outcome, verdict.score, verdict.reason)
         for m in verdict.metrics:
             self.log.info("  %-10s %-6s %s", m.name, m.verdict, m.reason)
 
-        if verdict.outcome == "pass" and step + 1 < len(policy.steps):
-            state = canary.advance(
-                cfg,
-                store,
-                state,
-                policy,
-                step + 1,
-                f"{where} passed (score {verdict.score:.0f}); now {policy.steps[step + 1]}%",
-            )
+        action = next_action(
+            verdict.outcome,
+            step,
+            extension,
+            policy,
+            score=verdict.score,
+            detail=verdict.reason,
+            version=state.canary_version,
+        )
+        self.log.info("next: %s (%s)", action.kind, action.reason)
+        if action.kind == "advance":
+            state = canary.advance(cfg, store, state, policy, action.step, action.reason)
             return self._wait(
-                step=step + 1, step_start=state["step_started_at"], extension=0, minutes=policy.step_minutes
+                step=action.step, step_start=state.step_started_at.isoformat(), extension=0, minutes=policy.step_minutes
             )
-        if verdict.outcome == "pass":
-            reason = f"canary v{state['canary_version']} passed all {len(policy.steps)} steps; last: {verdict.reason}"
-            outcome = canary.promote(cfg, store, client, tracking_uri, state, reason)
-        elif verdict.outcome in ("marginal", "nodata") and extension < policy.max_extensions:
-            self.log.info(
-                "%s is %s: extending the step (%d of %d)", where, verdict.outcome, extension + 1, policy.max_extensions
-            )
-            return self._wait(step=step, step_start=step_start, extension=extension + 1, minutes=policy.step_minutes)
-        else:  # fail, or still not enough data / marginal at the deadline: too little data is not a pass
-            why = {
-                "nodata": "too little data by the step's deadline",
-                "marginal": "still marginal at the step's deadline",
-            }.get(verdict.outcome, "failed")
-            reason = f"{where} {why}: {verdict.reason}"
-            outcome = canary.roll_back(cfg, store, client, tracking_uri, state, reason)
-        if cfg.alerts.on_decision:
+        if action.kind == "extend":
+            return self._wait(step=step, step_start=step_start, extension=action.extension, minutes=policy.step_minutes)
+        if action.kind == "promote":
+            outcome = canary.promote(cfg, store, client, tracking_uri, state, action.reason)
+        else:
+            outcome = canary.roll_back(cfg, store, client, tracking_uri, state, action.reason)
+        if cfg.alerts.on_decision or state.forced:
+            forced = " (forced past its gate)" if state.forced else ""
             send_alert(
                 cfg.alerts,
-                f"[airflow-mlops] {cfg.name}: canary v{outcome['version']} {outcome['outcome'].replace('_', ' ')}",
+                f"[airflow-mlops] {cfg.name}: canary v{outcome['version']} {outcome['outcome'].replace('_', ' ')}"
+                + forced,
                 canary.verdict_text(state, verdict, outcome),
                 context,
             )
-        return {**outcome, "score": verdict.score, "step": step + 1}
+        return {**outcome, "score": verdict.score, "step": step + 1, "forced": state.forced}
 
 
 class ReleaseTrafficOperator(PipelineOperator):
@@ -186,7 +204,7 @@ class RollbackOperator(PipelineOperator):
         cfg, store, client = self.cfg, self.store(), self.mlflow_client()
         state = read_state(store, cfg)
         aborted = None
-        if state["status"] == "running":
+        if state.running:
             aborted = canary.roll_back(cfg, store, client, self.tracking_uri(), state, f"aborted by rollback: {reason}")
         before = registry.current_version(client, cfg.name, layout.CHAMPION)
         restored = registry.rollback(client, cfg.name, reason=reason)
