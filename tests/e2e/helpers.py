@@ -98,10 +98,11 @@ def assert_day_partitions(store, source_db_url: str, days, prefix: str = "s3://m
         assert "<html" in html.lower() and ds in html
 
 
-def assert_first_champion(history: dict, mlflow_client, days) -> None:
-    """Training skips until the window exists; the first model is version 1 and holds `champion`."""
-    first_model_day = days[4]
-    for day in days[:4]:
+def assert_first_champion(history: dict, mlflow_client, days, first_model: int = 4) -> None:
+    """Training skips until the window exists; the first model (on ``days[first_model]``) is version 1
+    and holds `champion`."""
+    first_model_day = days[first_model]
+    for day in days[:first_model]:
         assert history[day]["tasks"]["train"] == "skipped", (day, history[day]["tasks"])
     assert history[first_model_day]["tasks"]["promote"] == "success"
     champion = mlflow_client.get_model_version_by_alias("fraud", "champion")

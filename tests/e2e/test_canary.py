@@ -5,15 +5,18 @@ rollout fits in a few minutes; everything else is as deployed."""
 from __future__ import annotations
 
 import json
+import shutil
 import threading
 import time
 import urllib.request
 from contextlib import contextmanager
 from datetime import date, timedelta
 
+import numpy as np
 import pandas as pd
 import pytest
 
+from ml_ops import layout
 from tests.e2e.helpers import running_stack
 
 pytestmark = pytest.mark.e2e
@@ -21,21 +24,62 @@ pytestmark = pytest.mark.e2e
 DAG = "fraud_canary"
 D0 = date(2026, 3, 1)
 DAYS = 5
-# 10 → 25 → 50 → 100 % as in production, 30 s per step; thresholds sized for ~30 requests/s of replay.
-FAST = {"steps": [10, 25, 50, 100], "step_minutes": 0.5, "max_extensions": 2, "min_requests": 50, "min_labels": 40}
-RATE = 30
+# 10 → 25 → 50 → 100 % as in production, 30 s per step; thresholds sized for ~60 requests/s of replay (the
+# quality metrics need labelled positives on both sides: ~2.5 % of rows are fraud).
+FAST = {
+    "steps": [10, 25, 50, 100],
+    "step_minutes": 0.5,
+    "max_extensions": 2,
+    "min_requests": 50,
+    "min_labels": 40,
+    "min_per_class": 5,
+}
+RATE = 60
+# A hand-started rollout of a version that never won its gate must say so (the gate is the ticket).
+FORCED = {"force": True, "reason": "e2e: rollout of a version built by the test, not by the training DAG"}
+# What the YAML of this module's stack changes (tests/e2e/conftest.py's include, copied): the training DAG's
+# own challenger must be rollout-able by the Asset chain in a few minutes: the estimator of the world's
+# models (same serving cost), a two-day window that the world's feature days cover, a gate it can win
+# without a significance margin, and short canary steps.
+AUTO_YAML = {
+    "  params: {max_iter: 100, early_stopping: false, learning_rate: 0.1, max_leaf_nodes: 31, random_state: 0}": (
+        "  params: {max_iter: 60, random_state: 0}"
+    ),
+    "window_days: 3": "window_days: 2",
+    "min_improvement: {roc_auc: 0.0}": "min_improvement: {roc_auc: -0.02}",
+    "require_significant: true": "require_significant: false",
+    "steps: [10, 25, 50, 100]": "steps: [50, 100]",
+    "step_minutes: 2 ": "step_minutes: 0.5 ",
+    "min_requests: 200 ": "min_requests: 50 ",
+}
 
 
 @pytest.fixture(scope="module")
-def world(inbox, include_dir):
+def canary_include(include_dir, tmp_path_factory):
+    """The e2e include/ with AUTO_YAML applied to fraud.yaml (see there), and min_per_class for its canary."""
+    target = tmp_path_factory.mktemp("canary") / "include"
+    shutil.copytree(include_dir, target)
+    fraud = target / "pipelines" / "fraud.yaml"
+    text = fraud.read_text()
+    for old, new in AUTO_YAML.items():
+        assert old in text, old
+        text = text.replace(old, new)
+    fraud.write_text(text.replace("  max_extensions: 3", "  max_extensions: 3\n  min_per_class: 5"))
+    return target
+
+
+@pytest.fixture(scope="module")
+def world(inbox, canary_include):
     """Own stack (the canary moves the fraud aliases other modules assert on), simulated features in
-    its S3, and two real models: v1 (champion) and v2 (the same estimator trained on twice the data)."""
+    its S3 and source database, and three real models: v1 (champion), v2 (the same estimator trained on twice
+    the data) and v3 ("weak": the same estimator and data with its strongest inputs shuffled, so it costs
+    the same and scores alike, but ranks worse)."""
     from mlflow import MlflowClient
 
     from ml_ops.config import load_pipeline_by_name
     from ml_ops.interval import DayInterval
     from ml_ops.local.airflow_client import AirflowClient
-    from ml_ops.local.sim import generate_transactions
+    from ml_ops.local.sim import generate_transactions, load_source
     from ml_ops.pipeline.registry import promote
     from ml_ops.pipeline.steps import features_step, model_columns, uri, validate_step
     from ml_ops.pipeline.train import train_and_register
@@ -44,7 +88,8 @@ def world(inbox, include_dir):
     # Fast path off: the fault-injection variants are scored by their own predict, so the champion must be
     # too, or every variant would also differ by the numpy scorer's lower CPU time (a latency failure).
     env = {
-        "MLOPS_INCLUDE_DIR": str(include_dir),
+        "MLOPS_INCLUDE_DIR": str(canary_include),
+        "MLOPS_SCHEDULES": "assets",  # a winning challenger's Asset starts the canary DAG by itself
         "MLOPS_GATEWAY_POLL_SECONDS": "1",
         "MLOPS_GATEWAY_FLUSH_SECONDS": "2",
         "MLOPS_GATEWAY_FAST_PATH": "0",
@@ -53,6 +98,7 @@ def world(inbox, include_dir):
         cfg = load_pipeline_by_name("fraud")
         store = ObjectStore(stack.s3_client())
         raw = generate_transactions(D0, DAYS, rows_per_day=2000, seed=5, label_delay_days=1)
+        load_source(stack.source_db_url, "transactions", raw)  # what the training DAG extracts
         days = [DayInterval.for_day(D0 + timedelta(days=i)) for i in range(DAYS)]
         for d in days:  # in order, as the training DAG does: features read only validated earlier days
             store.write_parquet(raw[raw["ts"].dt.date == d.day].reset_index(drop=True), uri(cfg, "raw", d.ds))
@@ -65,7 +111,16 @@ def world(inbox, include_dir):
         versions = {}
         # Same estimator (so the same serving cost: a logistic regression champion made a gradient-boosting
         # challenger 17 % slower, which the judge rightly rolled back), the challenger trained on more data.
-        for name, train in (("champion", frames[0]), ("challenger", pd.concat(frames[:2], ignore_index=True))):
+        two_days = pd.concat(frames[:2], ignore_index=True)
+        weak = two_days.copy()
+        rng = np.random.default_rng(0)
+        # every input shuffled but the three weakest: holdout ROC-AUC ~0.70 against the champion's ~0.80,
+        # with a similar log loss and score distribution (measured on this world's data)
+        for column in [
+            c for c in numeric + categorical if c not in ("channel", "merchant_category", "account_age_days")
+        ]:
+            weak[column] = rng.permutation(weak[column].to_numpy())
+        for name, train in (("champion", frames[0]), ("challenger", two_days), ("weak", weak)):
             versions[name] = train_and_register(
                 train,
                 holdout,
@@ -79,14 +134,24 @@ def world(inbox, include_dir):
                 params={"max_iter": 60, "random_state": 0},
                 data_uris={"train": [], "holdout": []},
                 tags={"pipeline": cfg.name, "variant": name},
-            ).version
+            )
+        metrics = {name: result.metrics for name, result in versions.items()}
+        versions = {name: result.version for name, result in versions.items()}
         client = MlflowClient(stack.mlflow_url)
         promote(client, cfg.name, versions["champion"], reason="e2e: first champion")
         airflow = AirflowClient(stack.airflow_url, stack.admin_user, stack.admin_password)
         airflow.wait_for_dag(DAG, timeout=180)
         airflow.unpause(DAG)
         _wait_gateway_serves(stack, versions["champion"])
-        yield {"stack": stack, "cfg": cfg, "store": store, "client": client, "airflow": airflow, "versions": versions}
+        yield {
+            "stack": stack,
+            "cfg": cfg,
+            "store": store,
+            "client": client,
+            "airflow": airflow,
+            "versions": versions,
+            "metrics": metrics,
+        }
 
 
 def _get(url: str, token: str | None = None) -> dict:
@@ -153,7 +218,7 @@ def replayed_traffic(world, rate: float = RATE):
 
 def _run_canary(world, version: int, **overrides) -> tuple[str, str, dict]:
     airflow = world["airflow"]
-    run_id = airflow.trigger(DAG, conf={**FAST, "version": version, **overrides})
+    run_id = airflow.trigger(DAG, conf={**FAST, **FORCED, "version": version, **overrides})
     state = airflow.wait_for_run(DAG, run_id, timeout=900)
     return run_id, state, airflow.xcom(DAG, run_id, "canary") or {}
 
@@ -183,14 +248,14 @@ def test_better_challenger_is_promoted_through_every_step_and_survives_a_gateway
     stack, cfg, store, airflow = world["stack"], world["cfg"], world["store"], world["airflow"]
     v_old, v_new = world["versions"]["champion"], world["versions"]["challenger"]
     with replayed_traffic(world):
-        run_id = airflow.trigger(DAG, conf={**FAST, "version": v_new})
+        run_id = airflow.trigger(DAG, conf={**FAST, **FORCED, "version": v_new})
         # wait for step 2 (25 %), then restart the gateway in the middle of it
         deadline = time.monotonic() + 300
         while read_state(store, cfg).get("step") != 1:
             assert time.monotonic() < deadline, read_state(store, cfg)
             time.sleep(1)
         before = _wait_gateway(stack, 30, canary_version=v_new, canary_weight=0.25)
-        second = airflow.trigger(DAG, conf={**FAST, "version": v_old})  # a second canary meanwhile
+        second = airflow.trigger(DAG, conf={**FAST, **FORCED, "version": v_old})  # a second canary meanwhile
         stack._stop("gateway")
         stack.up(["gateway"])
         # back with the split of the deployment state and the aliases, not from memory (if the DAG moved
@@ -217,13 +282,17 @@ def test_better_challenger_is_promoted_through_every_step_and_survives_a_gateway
     run = world["client"].get_run(tags["canary.mlflow_run_id"])
     assert run.data.tags["outcome"] == "promoted" and "latency_ms.p_value" in run.data.metrics
     assert inbox.matching(f"canary v{v_new} promoted")
+    # it never won an offline gate: the forced rollout is on the record (decision log, tags)
+    assert tags["canary.forced"] == "true" and tags["canary.force_reason"] == FORCED["reason"]
+    forced = [d for d in store.read_jsonl(layout.decision_log(cfg.prefix())) if d.get("forced")]
+    assert [d["version"] for d in forced][-1] == v_new, forced
     # the restart lost no judgement: every step was judged on data, none timed out for lack of it
     assert "nodata" not in " ".join(tags[f"canary.step{i}"] for i in (1, 2, 3, 4))
 
 
 @pytest.mark.parametrize(
     "fault, metric",
-    [({"delay_ms": 40.0}, "latency_ms"), ({"error_rate": 0.3}, "error_rate"), ({"invert": True}, "accuracy")],
+    [({"delay_ms": 40.0}, "latency_ms"), ({"error_rate": 0.3}, "error_rate"), ({"invert": True}, "roc_auc")],
     ids=["latency", "errors", "worse_predictions"],
 )
 def test_faulty_canary_is_rolled_back_at_the_first_step_and_the_champion_never_fails(world, inbox, fault, metric):
@@ -271,3 +340,55 @@ def test_rollback_dag_restores_the_previous_champion_in_one_trigger(world, inbox
     assert client.get_model_version("fraud", str(current)).tags["rollback_reason"] == "e2e: customer complaints"
     _wait_gateway_serves(world["stack"], previous)
     assert inbox.matching(f"rolled back to v{previous}")
+
+
+def test_worse_model_of_the_same_cost_is_rolled_back_by_a_quality_metric(world, inbox):
+    """Same estimator, same inputs, scores alike: only the labels show it ranks worse. At 50 % of 100
+    requests/s enough labelled positives (~1 a second per side) arrive within the step's extensions."""
+    client = world["client"]
+    weak, champion = world["versions"]["weak"], _champion(world)
+    assert world["metrics"]["weak"]["roc_auc"] < world["metrics"]["champion"]["roc_auc"] - 0.05, world["metrics"]
+    with replayed_traffic(world, rate=100):
+        _, state, outcome = _run_canary(world, weak, steps=[50, 100], max_extensions=6, min_per_class=30)
+    assert state == "success" and outcome["outcome"] == "rolled_back", outcome
+    assert outcome["step"] == 1, outcome
+    reason = outcome["reason"]
+    assert "critical roc_auc" in reason or "critical log_loss" in reason, reason
+    assert "critical latency_ms" not in reason and "critical error_rate" not in reason, reason
+    assert _champion(world) == champion
+    assert client.get_model_version("fraud", str(weak)).tags["rolled_back"] == "true"
+    assert inbox.matching(f"canary v{weak} rolled back")
+
+
+def test_a_gate_win_starts_the_canary_through_its_asset_and_is_promoted(world, inbox):
+    """The automatic chain through the real scheduler: the training DAG's challenger wins its gate,
+    `announce_canary` emits the Asset, the canary DAG starts by itself and promotes it on live traffic."""
+    from tests.e2e.helpers import run_day
+
+    airflow, client, store, cfg = world["airflow"], world["client"], world["store"], world["cfg"]
+    champion = _champion(world)
+    runs_before = {r["dag_run_id"] for r in airflow.dag_runs(DAG)}
+    trained = run_day(airflow, "fraud_training", D0 + timedelta(days=DAYS - 1))
+    assert trained["state"] == "success", trained
+    tasks = trained["tasks"]
+    assert tasks["challenger_won"] == "success" and tasks["promote"] == "success", tasks
+    assert tasks["announce_canary"] == "success", tasks
+    challenger = int(client.get_model_version_by_alias("fraud", "canary").version)
+    decision = store.read_jsonl(layout.decision_log(cfg.prefix()))[-1]
+    assert decision["promote"] is True and decision["key"] == f"fraud:v{challenger}", decision
+
+    with replayed_traffic(world):
+        deadline, started = time.monotonic() + 180, []
+        while not started and time.monotonic() < deadline:
+            started = [r for r in airflow.dag_runs(DAG) if r["dag_run_id"] not in runs_before]
+            time.sleep(2)
+        assert started, "the announce_canary Asset event started no canary run"
+        run = started[0]
+        assert run["run_type"] == "asset_triggered", run
+        assert airflow.wait_for_run(DAG, run["dag_run_id"], timeout=900) == "success"
+    outcome = airflow.xcom(DAG, run["dag_run_id"], "canary")
+    assert outcome["outcome"] == "promoted", outcome
+    assert _champion(world) == challenger != champion
+    tags = client.get_model_version("fraud", str(challenger)).tags
+    assert "canary.forced" not in tags  # it won its gate: nothing to force
+    assert inbox.matching(f"canary v{challenger} promoted")

@@ -10,6 +10,7 @@ absent the tests skip with the reason; with CI=true they fail instead.
 from __future__ import annotations
 
 import os
+import shutil
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
@@ -93,10 +94,23 @@ def broker_url():
 
 
 @pytest.fixture(scope="package")
-def stack(inbox, include_dir, broker_url, databases):  # noqa: F811 - inbox/include_dir are fixtures
+def prod_include(include_dir, tmp_path_factory):  # noqa: F811 - include_dir is a fixture
+    """The e2e include/ with a 1-day training window: the behaviours checked here (Celery workers, state in
+    PostgreSQL, the first champion and a second comparison) need 4 days instead of 6."""
+    target = tmp_path_factory.mktemp("prod") / "include"
+    shutil.copytree(include_dir, target)
+    fraud = target / "pipelines" / "fraud.yaml"
+    text = fraud.read_text()
+    assert "window_days: 3" in text
+    fraud.write_text(text.replace("window_days: 3", "window_days: 1"))
+    return target
+
+
+@pytest.fixture(scope="package")
+def stack(inbox, prod_include, broker_url, databases):  # noqa: F811 - inbox is a fixture
 
     env = {
-        "MLOPS_INCLUDE_DIR": str(include_dir),
+        "MLOPS_INCLUDE_DIR": str(prod_include),
         "MLOPS_EXECUTOR": "celery",
         "MLOPS_DB_URL": databases["airflow"],
         "MLOPS_MLFLOW_DB_URL": databases["mlflow"],

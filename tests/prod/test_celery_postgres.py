@@ -16,7 +16,9 @@ pytestmark = pytest.mark.e2e
 
 DAG = "fraud_training"
 D0 = date(2026, 1, 1)
-GOOD_DAYS = [D0 + timedelta(days=i) for i in range(6)]  # window 3 + holdout 1 + delay 1 -> first model on day 5
+# this suite's YAML trains on a 1-day window: + holdout 1 + delay 1 -> first model on day 3, v2 on day 4
+GOOD_DAYS = [D0 + timedelta(days=i) for i in range(4)]
+FIRST_MODEL = 2
 PREFIX = "s3://mlops/pipelines/fraud"
 
 
@@ -28,7 +30,7 @@ def history(stack, airflow):
     load_source(
         stack.source_db_url,
         "transactions",
-        generate_transactions(D0, 6, rows_per_day=1500, seed=11, label_delay_days=1),
+        generate_transactions(D0, len(GOOD_DAYS), rows_per_day=1500, seed=11, label_delay_days=1),
     )
     runs = {day: run_day(airflow, DAG, day) for day in GOOD_DAYS}
     for run in runs.values():
@@ -53,13 +55,13 @@ def test_partitions_reports_and_row_counts(history, stack, store):
 
 
 def test_first_days_skip_training_then_version_1_is_champion(history, mlflow_client):
-    assert_first_champion(history, mlflow_client, GOOD_DAYS)
+    assert_first_champion(history, mlflow_client, GOOD_DAYS, first_model=FIRST_MODEL)
 
 
 def test_decision_log_records_every_comparison(history, store):
     log = store.read_jsonl(f"{PREFIX}/decisions/log.jsonl")
     assert [d["key"] for d in log] == ["fraud:v1", "fraud:v2"]
-    assert log[0]["promote"] is True and log[0]["data_date"] == GOOD_DAYS[4].isoformat()
+    assert log[0]["promote"] is True and log[0]["data_date"] == GOOD_DAYS[FIRST_MODEL].isoformat()
 
 
 def test_tasks_ran_on_both_workers(history, stack):
@@ -71,7 +73,7 @@ def test_tasks_ran_on_both_workers(history, stack):
         for t in run["task_instances"]
         if t["state"] == "success"
     ]
-    assert len(ran) >= 6 * 3, ran  # at least extract, validate, features every day
+    assert len(ran) >= len(GOOD_DAYS) * 3, ran  # at least extract, validate, features every day
     hosts = {host for _, _, host in ran}
     assert hosts == workers, sorted(ran)  # every task ran on one of our workers, and both took some
     # The workers' own logs agree: each Celery worker received and executed Airflow workloads.
@@ -84,7 +86,10 @@ def test_state_lives_in_postgres(history, databases):
     runs = _query(databases["airflow"], f"SELECT count(*) FROM dag_run WHERE dag_id = '{DAG}' AND state = 'success'")
     assert runs == [(len(GOOD_DAYS),)]
     # The Celery result backend (db+postgresql) recorded the workloads the workers executed.
-    assert _query(databases["airflow"], "SELECT count(*) FROM celery_taskmeta WHERE status = 'SUCCESS'")[0][0] >= 6 * 3
+    assert (
+        _query(databases["airflow"], "SELECT count(*) FROM celery_taskmeta WHERE status = 'SUCCESS'")[0][0]
+        >= len(GOOD_DAYS) * 3
+    )
     aliases = _query(databases["mlflow"], "SELECT alias, version FROM registered_model_aliases WHERE name = 'fraud'")
     assert ("champion", 1) in aliases
     versions = _query(databases["mlflow"], "SELECT count(*) FROM model_versions WHERE name = 'fraud'")
