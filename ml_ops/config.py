@@ -36,6 +36,12 @@ class Source(_Strict):
     table: str | None = None
     timestamp_column: str
     id_column: str
+    late_rows_days: int = Field(
+        3, ge=0, le=60, description="earlier days re-counted at each extract for rows that arrived after them"
+    )
+    late_rows: Literal["report", "reextract"] = Field(
+        "report", description="report: record and warn; reextract: also rewrite, re-validate and rebuild that day"
+    )
 
     @field_validator("sql")
     @classmethod
@@ -112,7 +118,12 @@ class Features(_Strict):
     amount_column: str | None = None
     lookback_days: int = Field(7, ge=0, le=60)
     numeric: list[str]
-    categorical: list[str] = []
+    categorical: list[str] = Field(
+        [], description="columns of any type, used as text categories (the integer 3 and the text '3' are one category)"
+    )
+    time_parts: list[Literal["hour_of_day", "day_of_week"]] = Field(
+        [], description="parts of the timestamp added as model inputs (opt-in; see README: derived features)"
+    )
 
     @model_validator(mode="after")
     def _history_needs_amount(self) -> Features:
@@ -311,6 +322,13 @@ class Pipeline(_Strict):
     @property
     def feature_columns(self) -> list[str]:
         return [*self.features.numeric, *self.features.categorical]
+
+    @property
+    def generated_features(self) -> list[str]:
+        """Model inputs derived from the source columns: per-entity history, then the declared time parts."""
+        from ml_ops.pipeline.features import feature_columns
+
+        return feature_columns(self.features.entity_column, self.features.amount_column, self.features.time_parts)
 
     @property
     def routing_key(self) -> str | None:
