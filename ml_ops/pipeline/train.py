@@ -296,7 +296,7 @@ def _register_version(client: MlflowClient, model_name: str, model, run_id: str,
     )
 
 
-def load_model_version(tracking_uri: str, model_name: str, version: int | str):
+def load_model_version(tracking_uri: str, model_name: str, version: int | str, dst_path: str | None = None):
     """The pyfunc model of a registered version, loaded with an explicit tracking URI.
 
     ``mlflow.pyfunc.load_model("models:/<name>/<version>")`` takes no tracking URI, and a ``models:/`` URI is
@@ -309,7 +309,7 @@ def load_model_version(tracking_uri: str, model_name: str, version: int | str):
     source = client.get_model_version_download_uri(model_name, str(version))
     if source.startswith("models:/"):  # MLflow 3: the version points at a LoggedModel
         source = client.get_logged_model(source.removeprefix("models:/").split("/")[0]).artifact_location
-    local = mlflow.artifacts.download_artifacts(artifact_uri=source, tracking_uri=tracking_uri)
+    local = mlflow.artifacts.download_artifacts(artifact_uri=source, tracking_uri=tracking_uri, dst_path=dst_path)
     return mlflow.pyfunc.load_model(local)
 
 

@@ -422,12 +422,13 @@ class ModelResolver:
         return model, True
 
     def _load(self, name: str, version: int) -> LoadedModel:
-        import mlflow.pyfunc
+        from ml_ops.pipeline.train import load_model_version
 
         t0 = time.perf_counter()
         path = tempfile.mkdtemp(prefix=f"mlops-gateway-{name}-v{version}-")
         try:
-            pyfunc = mlflow.pyfunc.load_model(f"models:/{name}/{version}", dst_path=path)
+            # the tracking URI of the settings, passed explicitly (no process-global MLflow state)
+            pyfunc = load_model_version(self.settings.tracking_uri, name, version, dst_path=path)
             try:
                 tags = dict(self.client.get_model_version(name, str(version)).tags)
             except Exception:  # noqa: BLE001 - tags are only informative
