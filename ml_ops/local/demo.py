@@ -161,7 +161,7 @@ class BackgroundTraffic:
             duration=24 * 3600,
             label_delay=5.0,
             stop_event=self.stop,
-            token=None,
+            token=self.stack.gateway_token,  # feedback needs the gateway token by default
         )
 
     def close(self):
