@@ -199,12 +199,15 @@ def ensure_a_canary(client, stack) -> None:
         print("no challenger besides the champion: no canary to show")
         return
     version = candidates[-1]
+    # It lost its gate, so the rollout must be forced with a reason: the decision log, the version's tags and
+    # the alert record it, and the judge (which sees log loss and ROC-AUC on the labels) decides on live traffic.
+    reason = "demo: no challenger won its gate during the backfill; showing a canary of the newest version"
     print(
         f"no challenger won its gate during the backfill; rolling out v{version} as a canary by hand "
-        f"(fraud_canary, Params version={version})",
+        f"(fraud_canary, Params version={version}, force=true with a reason: recorded as forced)",
         flush=True,
     )
-    client.trigger(f"{PIPELINE}_canary", conf={"version": version})
+    client.trigger(f"{PIPELINE}_canary", conf={"version": version, "force": True, "reason": reason})
 
 
 def _rollout(client, run: dict) -> dict | None:
