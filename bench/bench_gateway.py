@@ -478,8 +478,19 @@ def main() -> None:
     wanted = args.targets.split(",")
 
     home = Path(tempfile.mkdtemp(prefix="bench-gateway-"))
+    # The routing key travels in the X-Routing-Key header (ignored by mlflow serve), which the gateway honours
+    # only for a pipeline that allows client routing keys: the bench's copy of include/ does.
+    include = home / "include"
+    shutil.copytree(ROOT / "include", include)
+    fraud = include / "pipelines" / "fraud.yaml"
+    text = fraud.read_text()
+    assert "  routing_key: customer_id" in text
+    fraud.write_text(
+        text.replace("  routing_key: customer_id", "  routing_key: customer_id\n  client_routing_key: true", 1)
+    )
     env = {
         "MLOPS_HOME": str(home),
+        "MLOPS_INCLUDE_DIR": str(include),
         "MLOPS_S3_PORT": str(free_port()),
         "MLOPS_MLFLOW_PORT": str(free_port()),
         "MLOPS_GATEWAY_PORT": str(free_port()),
