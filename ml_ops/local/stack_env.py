@@ -196,7 +196,9 @@ class StackConfig:
             "AIRFLOW_HOME": str(af),
             "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
             "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"),
-            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": self.db_url or f"sqlite:///{af / 'airflow.db'}",
+            # SQLite serialises writers; two triggers at once made the API server's write wait past the driver's
+            # default 5 s lock timeout and answer 500. 30 s lets concurrent writers queue instead.
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": self.db_url or f"sqlite:///{af / 'airflow.db'}?timeout=30",
             "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor" if self.celery else "LocalExecutor",
             "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{self.airflow_url}/execution/",
             "AIRFLOW__API__BASE_URL": self.airflow_url,
