@@ -140,6 +140,50 @@ class Target(_Strict):
     )
 
 
+class Labels(_Strict):
+    """Labels that arrive on their own, after the event (``ml_ops.pipeline.labels``): rows of a labels table
+    (chargebacks, reviews) read with bound SQL, and/or the labels posted to the serving gateway. The labels
+    task joins them to each event day's features; training and monitoring then read ``labels/ds=<day>/``
+    instead of the label in the source row (``target.label_available_column`` is not used)."""
+
+    conn_id: str | None = Field(None, description="Airflow connection of the labels database (default: source.conn_id)")
+    sql: str | None = Field(
+        None,
+        description="SQL file under include/ returning (id, label, labelled_at) for the labels that became known "
+        "in [:start, :end) (bound over the label time, like the extract's SQL over the event time)",
+    )
+    id_column: str | None = Field(
+        None, description="column of the query holding the event's id (default: source.id_column)"
+    )
+    label_column: str | None = Field(
+        None, description="column of the query holding the 0/1 label (default: target.column)"
+    )
+    labelled_at_column: str = Field("labelled_at", description="column of the query: when the label became known (UTC)")
+    trailing_days: int = Field(
+        35,
+        ge=1,
+        le=400,
+        description="event days (up to the run's day) re-joined at every run, since labels trickle in; a label "
+        "for an older event is counted as unmatched",
+    )
+    feedback: bool = Field(
+        False,
+        description="also use the labels posted to the gateway (feedback), joined through the serving logs to the "
+        "id column the request sent",
+    )
+
+    @field_validator("sql")
+    @classmethod
+    def _sql_file_exists(cls, value: str | None) -> str | None:
+        return None if value is None else Source._sql_file_exists(value)
+
+    @model_validator(mode="after")
+    def _has_a_source(self) -> Labels:
+        if self.sql is None and not self.feedback:
+            raise ValueError("labels need a source: an sql file, feedback: true, or both")
+        return self
+
+
 class Model(_Strict):
     estimator: str = Field(description="import path of a scikit-learn classifier")
     params: dict = {}
@@ -308,6 +352,7 @@ class Pipeline(_Strict):
     validation: Validation
     features: Features
     target: Target
+    labels: Labels | None = None
     model: Model
     training: Training
     promotion: Promotion = Promotion()

@@ -12,6 +12,9 @@ S3 layout under ``s3://<bucket>/pipelines/<pipeline>/`` (the pipeline's *prefix*
     validation/ds=YYYY-MM-DD/validated.json              the day passed (names the raw object's ETag)
     validation/quarantine.jsonl                          rejected days, and their release once fixed
     features/ds=YYYY-MM-DD/data.parquet                  features
+    labels/ds=YYYY-MM-DD/data.parquet                    labels (labels: set): the day's events' labels so far
+    labels/ds=YYYY-MM-DD/labels.json                     how many rows are labelled, how many labels were corrected
+    labels/unmatched.jsonl                               per run: labels whose id is in no features partition
     decisions/log.jsonl                                  champion/challenger decisions (append-only)
     deployment/state.json                                traffic split (canary DAG writes, gateway reads)
     serving_logs/ds=YYYY-MM-DD/hour=HH/part-*.parquet    every prediction (gateway)
@@ -55,6 +58,7 @@ PIPELINES_ROOT = "pipelines"
 RAW = "raw"
 VALIDATION = "validation"
 FEATURES = "features"
+LABELS = "labels"  # labels of each event day, re-joined as they arrive (pipelines with labels:)
 DRIFT = "drift"
 # Hour-partitioned logs written by the gateway: <prefix>/<stage>/ds=<day>/hour=<hh>/part-*.parquet
 SERVING_LOGS = "serving_logs"
@@ -65,6 +69,7 @@ DATA_FILE = "data.parquet"
 RESULT_FILE = "result.json"
 REPORT_FILE = "report.html"
 VALIDATED_MARKER = "validated.json"  # in validation/ds=<day>/: the day passed, for the raw bytes it names
+LABELS_SUMMARY = "labels.json"  # in labels/ds=<day>/: rows labelled so far, corrections, as of which run
 
 # Stages whose reports the Airflow plugin's report route may serve.
 REPORT_STAGES = (VALIDATION, DRIFT)
@@ -128,6 +133,11 @@ def late_rows_log(prefix: str) -> str:
 def quarantine_log(prefix: str) -> str:
     """Days whose validation failed (and their release once fixed), append-only."""
     return f"{stage_prefix(prefix, VALIDATION)}/quarantine.jsonl"
+
+
+def unmatched_labels_log(prefix: str) -> str:
+    """Per labels run: labels whose id is in no features partition of its window (too late, or unknown)."""
+    return f"{stage_prefix(prefix, LABELS)}/unmatched.jsonl"
 
 
 def retrain_log(prefix: str) -> str:

@@ -39,6 +39,13 @@ Manual trigger: Params `data_date` (YYYY-MM-DD, which day to process) and `force
 Config: `include/pipelines/{name}.yaml`.
 """
 
+LABELS_DOC = """
+**Labels** (task `labels`, between `features` and `train`): the labels known by the run's end (labels table,
+gateway feedback) are joined to the features of the last {days} days → `{prefix}/labels/ds=<day>/`; a label
+for an id in no features partition is counted (`{prefix}/labels/unmatched.jsonl`). Training and monitoring
+use these labels, not the source row's.
+"""
+
 
 def schedules_mode() -> str:
     """MLOPS_SCHEDULES: ``on`` (default), ``off`` (runs only by trigger/backfill: test stacks that drive
@@ -90,6 +97,7 @@ def build_training_dag(cfg: Pipeline):
         CompareOperator,
         ExtractOperator,
         FeaturesOperator,
+        LabelsOperator,
         PromoteOperator,
         TrainOperator,
         ValidateOperator,
@@ -126,7 +134,8 @@ def build_training_dag(cfg: Pipeline):
             primary=p.primary_metric,
             mode=p.mode,
             derived=", ".join(f"`{c}`" for c in cfg.generated_features) or "none",
-        ),
+        )
+        + (LABELS_DOC.format(prefix=cfg.prefix(), days=cfg.labels.trailing_days) if cfg.labels else ""),
         params={
             "data_date": day_param("Day to process (default: the run's data interval)"),
             "force_retrain": Param(
@@ -160,7 +169,10 @@ def build_training_dag(cfg: Pipeline):
             # Named, not s3:// URI'd: an s3 URI makes Airflow import the amazon provider at parse time.
             outlets=[Asset(name=f"{cfg.name}_{handed_on}", extra={"decision_log": layout.decision_log(cfg.prefix())})],
         )
-        extract >> validate >> features >> train
+        if cfg.labels is not None:  # labels that arrive on their own are joined to the features before training
+            extract >> validate >> features >> LabelsOperator(task_id="labels", pipeline=cfg.name) >> train
+        else:
+            extract >> validate >> features >> train
         challenger_won(compare.output) >> promote
     return dag
 

@@ -158,13 +158,10 @@ def features_step(cfg: Pipeline, store: ObjectStore, interval: DayInterval) -> d
         uris, excluded = past.uris(cfg, layout.RAW), past.rejected
         used = [cfg.features.entity_column, cfg.source.timestamp_column, cfg.features.amount_column]
         history = pd.concat([store.read_parquet(u, columns=used) for u in uris], ignore_index=True) if uris else None
-    keep = (
-        cfg.source.id_column,
-        cfg.source.timestamp_column,
-        *cfg.feature_columns,
-        cfg.target.column,
-        cfg.target.label_available_column,
-    )
+    label_columns = (cfg.target.column, cfg.target.label_available_column)
+    if cfg.labels is not None:  # labels come from labels/ds=<day>/: the source row need not carry one
+        label_columns = tuple(c for c in label_columns if c in today.columns)
+    keep = (cfg.source.id_column, cfg.source.timestamp_column, *cfg.feature_columns, *label_columns)
     features = build_features(
         today,
         history,
@@ -184,10 +181,27 @@ def model_columns(cfg: Pipeline) -> tuple[list[str], list[str]]:
     return list(dict.fromkeys(numeric)), list(cfg.features.categorical)
 
 
+def labels_step(cfg: Pipeline, store: ObjectStore, interval: DayInterval, engine) -> dict:
+    """Labels known by the run's end (labels table via ``engine``, and/or gateway feedback) joined to the
+    features of the last ``labels.trailing_days`` days → ``labels/ds=<day>/``; labels matching no features
+    partition are counted in the result (``unmatched``). See ``ml_ops.pipeline.labels``."""
+    from ml_ops.pipeline.labels import labels_step as join_labels
+
+    return join_labels(cfg, store, interval, engine)
+
+
 def load_labelled(store: ObjectStore, uris: list[str], cfg: Pipeline, labels_known_at: datetime) -> pd.DataFrame:
-    """Feature partitions concatenated, keeping rows whose label was known by ``labels_known_at``."""
+    """Feature partitions concatenated, keeping rows whose label was known by ``labels_known_at``.
+
+    With a ``labels:`` section the label is the one in ``labels/ds=<day>/`` (written by the labels task),
+    joined on the id column; otherwise the source row's, known at ``target.label_available_column``."""
     import pandas as pd
 
+    if cfg.labels is not None:
+        from ml_ops.pipeline.labels import attach_labels
+
+        frames = [attach_labels(store, cfg, store.read_parquet(u), layout.day_of(u), labels_known_at) for u in uris]
+        return pd.concat(frames, ignore_index=True)
     df = pd.concat([store.read_parquet(u) for u in uris], ignore_index=True)
     keep = df[cfg.target.column].notna()
     if cfg.target.label_available_column:

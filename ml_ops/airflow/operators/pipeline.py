@@ -96,6 +96,22 @@ class FeaturesOperator(PipelineOperator):
         return features_step(self.cfg, self.store(), interval)
 
 
+class LabelsOperator(PipelineOperator):
+    """Labels known by the run's end (labels table, gateway feedback) joined to the trailing window's
+    features → ``labels/ds=<day>/``. XCom: per-day counts and the unmatched labels (small)."""
+
+    def run_step(self, context, interval):
+        from airflow.sdk import BaseHook
+
+        from ml_ops.pipeline.steps import labels_step
+
+        engine = None
+        if self.cfg.labels.sql:  # feedback alone needs no database
+            conn_id = self.cfg.labels.conn_id or self.cfg.source.conn_id
+            engine = BaseHook.get_connection(conn_id).get_hook().get_sqlalchemy_engine()
+        return labels_step(self.cfg, self.store(), interval, engine)
+
+
 def asset_triggered(context) -> bool:
     """The run was started by Asset events (for the training DAG: the monitoring DAG's retrain request)."""
     # In the Task SDK context["dag_run"].run_type is this enum (airflow.sdk.types.DagRunProtocol); a str enum,

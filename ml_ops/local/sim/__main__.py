@@ -27,6 +27,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--covariate-shift-day", type=date.fromisoformat, help="fraud only")
     p.add_argument("--covariate-shift-share", type=float, default=0.3, help="fraud only")
     p.add_argument("--concept-change-day", type=date.fromisoformat, help="fraud only")
+    p.add_argument(
+        "--labels-table",
+        help="fraud only: also write the labels to their own table (e.g. transaction_labels), with chargeback delays",
+    )
     a = p.parse_args(argv)
 
     if a.dataset == "fraud":
@@ -40,15 +44,17 @@ def main(argv: list[str] | None = None) -> None:
         )
         table, extra = a.table or "transactions", f", fraud rate {df.is_fraud.mean():.2%}" if len(df) else ""
     else:
-        if a.covariate_shift_day or a.concept_change_day:
-            p.error("events are only simulated for the fraud dataset")
+        if a.covariate_shift_day or a.concept_change_day or a.labels_table:
+            p.error("events and a labels table are only simulated for the fraud dataset")
         df = generate_tumors(a.start, a.days, rows_per_day=a.rows_per_day or 200, seed=a.seed)
         table, extra = a.table or "tumors", f", malignant {df.malignant.mean():.1%}" if len(df) else ""
-    res = load_source(a.db, table, df)
+    res = load_source(a.db, table, df, labels_table=a.labels_table, labels_seed=a.seed)
     print(
         f"loaded {res.rows_written} rows into {table} for {res.first_day}..{res.last_day} "
         f"(replaced {res.rows_deleted} existing rows{extra})"
     )
+    if res.labels_table:
+        print(f"loaded {res.labels_written} labels into {res.labels_table} (replaced {res.labels_deleted})")
 
 
 if __name__ == "__main__":

@@ -448,3 +448,65 @@ def _empty() -> pd.DataFrame:
         "is_fraud": "int64",
     }
     return pd.DataFrame({c: pd.Series(dtype=dtypes.get(c, object)) for c in COLUMNS})
+
+
+LABEL_COLUMNS = ["transaction_id", "is_fraud", "labelled_at"]
+
+
+def generate_labels(
+    transactions: pd.DataFrame,
+    seed: int = 7,
+    *,
+    maturity_days: float = 7.0,
+    chargeback_days: tuple[float, float] = (1.0, 5.0),
+    tail_share: float = 0.12,
+    tail_mean_days: float = 10.0,
+    max_delay_days: float = 60.0,
+) -> pd.DataFrame:
+    """The fraud labels of ``transactions`` as their own table (transaction_id, is_fraud, labelled_at), ordered
+    by labelled_at, as a chargeback system would post them: most frauds are charged back ``chargeback_days``
+    after the transaction (uniform), ``tail_share`` of them later (``chargeback_days[1]`` plus an exponential
+    delay of mean ``tail_mean_days``, at most ``max_delay_days``); a legitimate transaction is confirmed
+    (is_fraud 0) once it is ``maturity_days`` old, within a few hours. A fraud charged back after
+    ``maturity_days`` was confirmed legitimate first: it has two rows, 0 then 1 (a correction).
+
+    Each transaction day's labels are drawn from a seed derived from (seed, day), so they do not depend on
+    which other days the frame holds."""
+    lo, hi = chargeback_days
+    if not 0 <= lo <= hi or maturity_days <= 0 or not 0 <= tail_share <= 1 or max_delay_days < hi:
+        raise ValueError(
+            f"chargeback_days={chargeback_days}, maturity_days={maturity_days}, tail_share={tail_share}, "
+            f"max_delay_days={max_delay_days}: need 0 <= low <= high <= max_delay_days, maturity > 0, share in [0, 1]"
+        )
+    if not len(transactions):
+        dtypes = {"transaction_id": object, "is_fraud": "int64", "labelled_at": "datetime64[ns]"}
+        return pd.DataFrame({c: pd.Series(dtype=t) for c, t in dtypes.items()})
+    ts = pd.to_datetime(transactions["ts"]).to_numpy()
+    fraud = transactions["is_fraud"].to_numpy().astype(bool)
+    day = ts.astype("datetime64[D]")
+    delay = np.empty(len(ts))  # days from the transaction to its final label
+    confirm = np.empty(len(ts))  # days to the "legitimate" confirmation (NaN: none)
+    for d in np.unique(day):
+        rows = np.flatnonzero(day == d)
+        rng = np.random.default_rng([seed, 2, pd.Timestamp(d).date().toordinal()])
+        n = len(rows)
+        chargeback = np.where(
+            rng.random(n) < tail_share,
+            np.minimum(hi + rng.exponential(tail_mean_days, n), max_delay_days),
+            rng.uniform(lo, hi, n),
+        )
+        matured = maturity_days + rng.gamma(2.0, 2.0, n) / 24  # hours after the maturity period
+        delay[rows] = np.where(fraud[rows], chargeback, matured)
+        confirm[rows] = np.where(fraud[rows] & (chargeback > matured), matured, np.nan)
+    at = ts + (delay * 86400).astype("timedelta64[s]")
+    first = ~np.isnan(confirm)
+    ids = transactions["transaction_id"].to_numpy()
+    out = pd.DataFrame(
+        {
+            "transaction_id": np.concatenate([ids, ids[first]]),
+            "is_fraud": np.concatenate([fraud.astype(np.int64), np.zeros(int(first.sum()), np.int64)]),
+            "labelled_at": np.concatenate([at, ts[first] + (confirm[first] * 86400).astype("timedelta64[s]")]),
+        }
+    )
+    out["labelled_at"] = out["labelled_at"].astype("datetime64[ns]")
+    return out.sort_values(["labelled_at", "transaction_id"], kind="mergesort").reset_index(drop=True)

@@ -7,11 +7,12 @@ import sqlalchemy as sa
 from ml_ops.local.sim import (
     ConceptChange,
     CovariateShift,
+    generate_labels,
     generate_transactions,
     generate_tumors,
     load_source,
 )
-from ml_ops.local.sim.transactions import CATEGORIES, CHANNELS, COLUMNS, DEVICES
+from ml_ops.local.sim.transactions import CATEGORIES, CHANNELS, COLUMNS, DEVICES, LABEL_COLUMNS
 
 START = date(2024, 3, 4)
 
@@ -183,3 +184,66 @@ def test_load_source_is_idempotent_and_queryable(tmp_path):
     load_source(url, "tumors", generate_tumors(START, 1, rows_per_day=20))  # observed_at detected as timestamp
     with pytest.raises(KeyError, match="timestamp"):
         load_source(url, "other", pd.DataFrame({"x": [1]}))
+
+
+def test_labels_arrive_with_chargeback_delays(month):
+    labels = generate_labels(month)
+    assert list(labels.columns) == LABEL_COLUMNS and labels["labelled_at"].dtype == "datetime64[ns]"
+    assert labels["labelled_at"].is_monotonic_increasing
+    final = labels.drop_duplicates("transaction_id", keep="last").set_index("transaction_id")
+    tx = month.set_index("transaction_id")
+    assert len(final) == len(month) and (final["is_fraud"] == tx["is_fraud"][final.index]).all()  # every row
+    delay = (final["labelled_at"] - tx["ts"][final.index]) / pd.Timedelta(days=1)
+    fraud = tx["is_fraud"][final.index] == 1
+    pos, neg = delay[fraud], delay[~fraud]
+    assert pos.min() >= 1 and 0.8 <= (pos <= 5).mean() <= 0.95  # most chargebacks within 1-5 days
+    assert pos.max() > 14 and pos.max() <= 60  # a tail of weeks
+    assert neg.min() >= 7 and neg.max() <= 7 + 1.5  # legitimate once matured (7 days), within hours
+    # a chargeback after the maturity period follows a "legitimate" confirmation: 0, then 1
+    twice = labels[labels["transaction_id"].duplicated(keep=False)]
+    assert set(pos[pos > 7 + 1.5].index) <= set(twice["transaction_id"]) <= set(pos[pos > 7].index)
+    assert len(twice) and twice.groupby("transaction_id")["is_fraud"].agg(lambda s: list(s) == [0, 1]).all()
+
+
+def test_labels_of_a_day_do_not_depend_on_the_other_days(month):
+    day = START + timedelta(days=9)
+    alone = generate_labels(day_rows(month, day), seed=7)
+    within = generate_labels(month, seed=7)
+    within = within[within["transaction_id"].str.startswith(f"t{day:%Y%m%d}-")].reset_index(drop=True)
+    pd.testing.assert_frame_equal(alone, within, check_exact=True)
+    assert not generate_labels(day_rows(month, day), seed=8)["labelled_at"].equals(alone["labelled_at"])
+    empty = generate_labels(month.iloc[:0])
+    assert list(empty.columns) == LABEL_COLUMNS and len(empty) == 0
+    with pytest.raises(ValueError, match="chargeback_days"):
+        generate_labels(month, chargeback_days=(5, 1))
+
+
+def test_load_source_writes_labels_to_their_own_table_only_when_asked(tmp_path):
+    url = f"sqlite:///{tmp_path / 'source.db'}"
+    df = generate_transactions(START, 3, rows_per_day=300)
+    plain = load_source(url, "transactions", df)
+    assert plain.labels_table is None and plain.labels_written == 0
+    engine = sa.create_engine(url)
+    assert not sa.inspect(engine).has_table("transaction_labels")
+    res = load_source(url, "transactions", df, labels_table="transaction_labels")
+    labels = generate_labels(df)
+    assert (res.labels_table, res.labels_written, res.labels_deleted) == ("transaction_labels", len(labels), 0)
+    # Reloading the last day replaces its labels, not duplicates them; the others are untouched.
+    last = day_rows(df, START + timedelta(days=2))
+    again = load_source(url, "transactions", last, labels_table="transaction_labels")
+    assert again.labels_deleted == again.labels_written == len(generate_labels(last))
+    with engine.connect() as c:
+        got = pd.read_sql(
+            sa.text("SELECT * FROM transaction_labels WHERE labelled_at >= :start AND labelled_at < :end"),
+            c,
+            params={"start": datetime(2024, 3, 1), "end": datetime(2024, 6, 1)},
+            parse_dates=["labelled_at"],
+        )
+        indexes = sa.inspect(c).get_indexes("transaction_labels")
+    engine.dispose()
+    assert len(got) == len(labels) and set(got["transaction_id"]) == set(df["transaction_id"])
+    key = ["transaction_id", "labelled_at"]
+    pd.testing.assert_frame_equal(
+        got.sort_values(key).reset_index(drop=True), labels.sort_values(key).reset_index(drop=True)
+    )
+    assert any(ix["column_names"] == ["labelled_at"] for ix in indexes)
