@@ -285,7 +285,7 @@ def test_better_challenger_is_promoted_through_every_step_and_survives_a_gateway
     # it never won an offline gate: the forced rollout is on the record (decision log, tags)
     assert tags["canary.forced"] == "true" and tags["canary.force_reason"] == FORCED["reason"]
     forced = [d for d in store.read_jsonl(layout.decision_log(cfg.prefix())) if d.get("forced")]
-    assert [d["version"] for d in forced][-1] == v_new, forced
+    assert [d["challenger_version"] for d in forced][-1] == v_new, forced
     # the restart lost no judgement: every step was judged on data, none timed out for lack of it
     assert "nodata" not in " ".join(tags[f"canary.step{i}"] for i in (1, 2, 3, 4))
 
