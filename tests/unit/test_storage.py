@@ -8,8 +8,7 @@ import pandas as pd
 import pytest
 
 from ml_ops.layout import partition as partition_uri
-from ml_ops.local.stack import Stack
-from ml_ops.storage import ObjectStore, parse_uri
+from ml_ops.storage import parse_uri
 
 
 def _free_port() -> int:
@@ -19,17 +18,8 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory):
-    stack = Stack(
-        home=tmp_path_factory.mktemp("s3home"),
-        s3_port=_free_port(),
-        mlflow_port=_free_port(),
-        airflow_port=_free_port(),
-        startup_timeout=60,
-    )
-    stack.up(["s3"])
-    yield ObjectStore(stack.s3_client())
-    stack.down()
+def store(s3_store):
+    return s3_store  # the session's S3 endpoint (tests/unit/conftest.py)
 
 
 def test_uris():

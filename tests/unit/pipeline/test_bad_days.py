@@ -14,11 +14,8 @@ from ml_ops import layout
 from ml_ops.config import load_pipeline_by_name
 from ml_ops.interval import DayInterval
 from ml_ops.local.sim import generate_transactions, load_source
-from ml_ops.local.stack import Stack
 from ml_ops.pipeline import history, steps
 from ml_ops.pipeline.validate import DataValidationError
-from ml_ops.storage import ObjectStore
-from tests.e2e.helpers import free_port
 
 D0 = date(2026, 1, 1)
 GOOD = [DayInterval.for_day(D0 + timedelta(days=i)) for i in range(2)]
@@ -37,11 +34,8 @@ EXPECTED = {
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory):
-    home = tmp_path_factory.mktemp("bad-days")
-    stack = Stack(home=home, s3_port=free_port(), mlflow_port=free_port(), airflow_port=free_port(), startup_timeout=60)
-    stack.up(["s3"])
-    path = home / "source.db"
+def world(s3_store, tmp_path_factory):
+    path = tmp_path_factory.mktemp("bad-days") / "source.db"
     load_source(f"sqlite:///{path}", "transactions", generate_transactions(D0, 6, rows_per_day=1500, seed=11))
     con = sqlite3.connect(path)
     with con:
@@ -59,14 +53,13 @@ def world(tmp_path_factory):
         )
         con.execute("DELETE FROM transactions WHERE substr(ts,1,10) = ?", (day("empty_day"),))
     con.close()
-    store, engine = ObjectStore(stack.s3_client()), sa.create_engine(f"sqlite:///{path}")
-    cfg = load_pipeline_by_name("fraud")
+    store, engine = s3_store, sa.create_engine(f"sqlite:///{path}")
+    cfg = load_pipeline_by_name("fraud").model_copy(update={"name": "fraud_bad_input"})  # its own prefix
     for good in GOOD:
         steps.extract_step(cfg, store, good, engine)
         steps.validate_step(cfg, store, good)
         steps.features_step(cfg, store, good)
-    yield cfg, store, engine
-    stack.down()
+    return cfg, store, engine
 
 
 @pytest.mark.parametrize("defect", list(BAD_DAYS))

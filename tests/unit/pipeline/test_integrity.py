@@ -13,11 +13,8 @@ from ml_ops import layout
 from ml_ops.config import load_pipeline_by_name
 from ml_ops.interval import DayInterval
 from ml_ops.local.sim import generate_transactions, load_source
-from ml_ops.local.stack import Stack
 from ml_ops.pipeline import history, steps
 from ml_ops.pipeline.validate import DataValidationError
-from ml_ops.storage import ObjectStore
-from tests.e2e.helpers import free_port
 
 D0 = date(2026, 1, 1)
 DAYS = [DayInterval.for_day(D0 + timedelta(days=i)) for i in range(7)]
@@ -25,17 +22,8 @@ BAD = DAYS[3]
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory):
-    stack = Stack(
-        home=tmp_path_factory.mktemp("s3home"),
-        s3_port=free_port(),
-        mlflow_port=free_port(),
-        airflow_port=free_port(),
-        startup_timeout=60,
-    )
-    stack.up(["s3"])
-    yield ObjectStore(stack.s3_client())
-    stack.down()
+def store(s3_store):
+    return s3_store  # the session's S3 endpoint (tests/unit/conftest.py)
 
 
 def _world(tmp_path, name: str, bad_day_sql: str | None):
