@@ -1,6 +1,9 @@
 """mlops: one command line for what users run locally.
 
     mlops config check [FILE...]     validate pipeline YAMLs (default: every include/pipelines/*.yaml)
+    mlops pipeline dry-run NAME --days N [--end DAY]
+                                     a pipeline's steps on N days of its source, into a scratch prefix
+                                     and a temporary MLflow store (ml_ops.pipeline.dry_run)
     mlops stack up|down|status       the embedded stack (ml_ops.local.stack)
     mlops demo                       the end-to-end demo (ml_ops.local.demo)
     mlops traffic ...                replay traffic to the gateway (ml_ops.local.traffic)
@@ -24,6 +27,14 @@ DELEGATES = {
     "demo": ("ml_ops.local.demo", "stack up, fraud pipeline over simulated days, a canary rollout, summary"),
     "traffic": ("ml_ops.local.traffic", "replay a pipeline's features to the gateway, post delayed labels"),
     "sim": ("ml_ops.local.sim.__main__", "load simulated source days: fraud | tumors --db URL --start DAY --days N"),
+}
+# mlops pipeline ACTION -> (module whose main() it runs, one-line help)
+PIPELINE_ACTIONS = {
+    "dry-run": (
+        "ml_ops.pipeline.dry_run",
+        "NAME --days N [--end DAY]: extract, validate, features, train and compare on N days of the real "
+        "source, into a scratch prefix and a temporary MLflow store; prints each stage's outputs and warnings",
+    ),
 }
 
 
@@ -51,6 +62,10 @@ def build_parser() -> argparse.ArgumentParser:
     config_sub = config.add_subparsers(dest="action", required=True, metavar="ACTION")
     check = config_sub.add_parser("check", help="validate pipeline YAMLs (default: all of include/pipelines)")
     check.add_argument("files", nargs="*", metavar="FILE")
+    pipeline = sub.add_parser("pipeline", help="one pipeline before it is switched on: dry-run")
+    pipeline_sub = pipeline.add_subparsers(dest="action", required=True, metavar="ACTION")
+    for name, (_module, help_) in PIPELINE_ACTIONS.items():
+        pipeline_sub.add_parser(name, help=help_, add_help=False)  # the module's parser has the options
     for name, (_module, help_) in DELEGATES.items():
         # No options of its own (not even -h): everything after the subcommand goes to the module's parser.
         sub.add_parser(name, help=help_, add_help=False)
@@ -67,6 +82,9 @@ def main(argv: list[str] | None = None) -> int:
         from ml_ops.config import main as config_main
 
         return _run(config_main, "mlops config check", args.files)
+    if args.command == "pipeline":
+        module = import_module(PIPELINE_ACTIONS[args.action][0])
+        return _run(module.main, f"mlops pipeline {args.action}", rest)
     if args.command == "demo" and rest:
         parser.error(f"mlops demo takes no arguments (got {' '.join(rest)}); it reads MLOPS_DEMO_* variables")
     module = import_module(DELEGATES[args.command][0])

@@ -23,6 +23,9 @@ S3 layout under ``s3://<bucket>/pipelines/<pipeline>/`` (the pipeline's *prefix*
                                                          parquet, one JSON line each with the reason
     drift/ds=YYYY-MM-DD/{report.html,result.json}        nightly monitoring
     drift/retrain_log.jsonl                              retrain requests (cooldown)
+
+A dry run (``mlops pipeline dry-run``) writes the same layout under the pipeline's *scratch prefix*
+``s3://<bucket>/scratch/dry-run/<pipeline>/``, never under ``pipelines/``.
 """
 
 from __future__ import annotations
@@ -82,6 +85,19 @@ def pipeline_key(pipeline: str) -> str:
 
 def pipeline_prefix(bucket: str, pipeline: str) -> str:
     return f"s3://{bucket}/{pipeline_key(pipeline)}"
+
+
+DRY_RUN_ROOT = "scratch/dry-run"  # outside PIPELINES_ROOT: nothing that reads a live pipeline lists it
+
+
+def dry_run_key(pipeline: str) -> str:
+    """Key prefix of a pipeline's dry runs inside its bucket (no scheme, no bucket)."""
+    return f"{DRY_RUN_ROOT}/{pipeline}"
+
+
+def dry_run_prefix(bucket: str, pipeline: str) -> str:
+    """``s3://<bucket>/scratch/dry-run/<pipeline>``: a dry run's stand-in for ``pipeline_prefix``."""
+    return f"s3://{bucket}/{dry_run_key(pipeline)}"
 
 
 def stage_prefix(prefix: str, stage: str) -> str:

@@ -10,6 +10,11 @@ the model needs only the pinned pip requirements, not this package. The sklearn 
 available as `mlflow.pyfunc.load_model(uri).unwrap_python_model().pipeline`.
 
 Threshold metrics (f1, precision, recall) use `SCORE_THRESHOLD = 0.5` on that score.
+
+Categorical inputs are cast to text (``ml_ops.scoring.as_category_text``) before fitting and in every frame
+logged with the model (reference sample, signature example), so the one-hot categories are text and the
+signature declares those columns ``string``: an integer column listed under ``features.categorical`` is a
+column of labels. Errors in building or fitting the model name the pipeline's YAML field and the column.
 """
 
 from __future__ import annotations
@@ -48,7 +53,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
 from ml_ops import layout
-from ml_ops.scoring import SCORE_THRESHOLD  # noqa: E402,F401 - the cut-off for f1 / precision / recall
+from ml_ops.scoring import SCORE_THRESHOLD, as_category_text  # noqa: F401 - SCORE_THRESHOLD: threshold metrics
 
 METRIC_NAMES = ("roc_auc", "pr_auc", "f1", "precision", "recall", "log_loss")
 GREATER_IS_BETTER = {m: m != "log_loss" for m in METRIC_NAMES}
@@ -62,6 +67,9 @@ PERMUTATION_MAX_ROWS = 2000  # bounds permutation-importance cost: rows x featur
 PERMUTATION_REPEATS = 3
 _MAX_PARAM_CHARS = 6000  # MLflow's param value limit
 _MAX_TAG_CHARS = 5000  # stay under the smallest store limit for model-version tag values
+# The pipeline YAML fields the feature lists come from (ml_ops.pipeline.steps.model_columns), named in errors.
+NUMERIC_FIELD = "features.numeric"
+CATEGORICAL_FIELD = "features.categorical"
 
 
 @dataclass
@@ -100,6 +108,12 @@ def build_model(estimator: str, params: dict, numeric: list[str], categorical: l
         raise ValueError(f"estimator {estimator!r} is not a classifier with predict_proba")
     if not numeric and not categorical:
         raise ValueError("build_model: numeric and categorical feature lists are both empty")
+    both = [c for c in categorical if c in set(numeric)]
+    if both:
+        raise ValueError(
+            f"{CATEGORICAL_FIELD}: column(s) {both} also listed under {NUMERIC_FIELD}; "
+            "a column is used either as a number or as labels"
+        )
     transformers = []
     if numeric:
         transformers.append(
@@ -395,10 +409,52 @@ def _log_data_uris(
 # --------------------------------------------------------------------------- main entry point
 
 
-def _check_columns(df: pd.DataFrame, which: str, columns: list[str]) -> None:
-    missing = [c for c in columns if c not in df.columns]
-    if missing:
-        raise ValueError(f"{which}: missing columns {missing}")
+def _check_columns(df: pd.DataFrame, which: str, numeric: list[str], categorical: list[str], target: str) -> None:
+    for what, columns in ((NUMERIC_FIELD, numeric), (CATEGORICAL_FIELD, categorical), ("target.column", [target])):
+        missing = [c for c in columns if c not in df.columns]
+        if missing:
+            has = [str(c) for c in df.columns]
+            has = has if len(has) <= 40 else [*has[:40], f"... (+{len(has) - 40})"]
+            raise ValueError(f"{what}: {which} is missing column(s) {missing}; its columns: {has}")
+
+
+def _not_a_number(value) -> bool:
+    try:
+        float(value)
+    except (TypeError, ValueError):
+        return True
+    return False
+
+
+def _check_numeric(df: pd.DataFrame, numeric: list[str]) -> None:
+    """A numeric input must hold numbers (or text of numbers): name the column and values that do not."""
+    for c in numeric:
+        col = df[c]
+        if pd.api.types.is_numeric_dtype(col) or pd.api.types.is_bool_dtype(col):
+            continue
+        values = col[col.notna()].tolist()
+        bad = [v for v in values if _not_a_number(v)]
+        if bad:
+            examples = ", ".join(repr(v)[:40] for v in list(dict.fromkeys(map(str, bad)))[:3])
+            raise ValueError(
+                f"{NUMERIC_FIELD}: column {c!r} holds values that are not numbers ({len(bad)} of {len(col)} "
+                f"training rows, e.g. {examples}); list it under {CATEGORICAL_FIELD} to use its values as labels"
+            )
+
+
+def _fit_error(pipeline: Pipeline, X: pd.DataFrame, estimator: str, params: dict, exc: Exception) -> str:
+    """Why fitting failed, naming the YAML field and column: each column is fitted alone through its
+    preprocessing; when every column passes, the estimator itself failed."""
+    from sklearn.base import clone
+
+    for name, block, columns in pipeline.named_steps["preprocess"].transformers:
+        what = NUMERIC_FIELD if name == "num" else CATEGORICAL_FIELD
+        for c in columns:
+            try:
+                clone(block).fit_transform(X[[c]])
+            except Exception as col_exc:  # noqa: BLE001 - any failure of this column is what we report
+                return f"{what}: column {c!r} cannot be used: {type(col_exc).__name__}: {col_exc}"
+    return f"model.estimator: {estimator} (model.params {params or {}}) failed to fit: {type(exc).__name__}: {exc}"
 
 
 def train_and_register(
@@ -443,8 +499,12 @@ def train_and_register(
             )
 
     features = list(numeric) + list(categorical)
-    for which, df in (("train_df", train_df), ("holdout_df", holdout_df)):
-        _check_columns(df, which, features + [target])
+    for which, df in (("the training data", train_df), ("the holdout data", holdout_df)):
+        _check_columns(df, which, list(numeric), list(categorical), target)
+    _check_numeric(train_df, list(numeric))
+    # Categorical inputs as text, here and in every frame logged with the model (ml_ops.scoring.category_text).
+    train_df = as_category_text(train_df, categorical)
+    holdout_df = as_category_text(holdout_df, categorical)
     y_train = train_df[target].to_numpy().astype(int)
     y_hold = holdout_df[target].to_numpy().astype(int)
     if np.unique(y_train).size < 2:
@@ -460,7 +520,10 @@ def train_and_register(
     run_id = client.create_run(exp_id, run_name=run_name, tags=run_context.resolve_tags(tags)).info.run_id
     try:
         t0 = time.perf_counter()
-        pipeline.fit(train_df[features], y_train)
+        try:
+            pipeline.fit(train_df[features], y_train)
+        except (ValueError, TypeError) as exc:
+            raise ValueError(_fit_error(pipeline, train_df[features], estimator, params, exc)) from exc
         fit_seconds = time.perf_counter() - t0
         X_hold = holdout_df[features]
         score = pipeline.predict_proba(X_hold)[:, 1]

@@ -25,6 +25,10 @@ accepts RFC 8259 JSON only, so that nothing a client sends can make a logged row
 ``NaN``, ``Infinity`` and numbers beyond float range (``1e309``) parse, and are refused where they would be
 used: a numeric column of the signature rejects non-finite values (422 naming the column and row); a column
 the signature leaves untyped (``any``) passes them to the model unchanged.
+
+A string column of the signature is a categorical input: it takes text, numbers and booleans, cast to text
+exactly as training cast them (``ml_ops.scoring.category_text``: 3, 3.0 and "3" are the category "3"); a
+non-finite number, a list or an object is refused (422).
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ml_ops.scoring import category_text
 from ml_ops.serving.errors import RequestError
 
 FORMATS = ("dataframe_split", "dataframe_records", "instances", "inputs")
@@ -339,11 +344,14 @@ def _convert(column: Column, values: list) -> np.ndarray:
             if t is not int and not (t is float and math.isfinite(v) and v.is_integer()):
                 raise _bad(column, i, v)
         return np.array(values, dtype=_INTEGER[kind])
-    if kind == "string":
+    if kind == "string":  # a categorical input: numbers and booleans are labels, cast as training cast them
         for i, v in enumerate(values):
-            if type(v) is not str and v is not None:
+            t = type(v)
+            if t is str or v is None or t is int or t is bool:
+                continue
+            if t is not float or not math.isfinite(v):
                 raise _bad(column, i, v)
-        return np.array(values, dtype=object)
+        return category_text(values)
     if kind == "boolean":
         for i, v in enumerate(values):
             if type(v) is not bool:

@@ -32,7 +32,7 @@ def test_help_lists_every_subcommand(capsys):
         cli.main(["--help"])
     assert exc.value.code == 0
     out = capsys.readouterr().out
-    assert all(name in out for name in ("config", "stack", "demo", "traffic", "sim"))
+    assert all(name in out for name in ("config", "pipeline", "stack", "demo", "traffic", "sim"))
 
 
 def test_config_check_validates_the_files_given_or_all(capsys, tmp_path):
@@ -76,7 +76,34 @@ def test_demo_takes_no_arguments(capsys):
     assert exc.value.code == 2 and "takes no arguments" in capsys.readouterr().err
 
 
+def test_pipeline_dry_run_reaches_its_module_and_refuses_what_cannot_train(capsys, tmp_path, monkeypatch):
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["pipeline", "dry-run", "--help"])  # the module's own parser
+    assert exc.value.code == 0 and "--days" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["pipeline"])
+    assert exc.value.code == 2 and "usage: mlops pipeline" in capsys.readouterr().err
+    # too few days for the fraud YAML's training window (6 + 2 + 2), refused before touching anything
+    assert cli.main(["pipeline", "dry-run", "fraud", "--days", "9", "--end", "2026-01-31"]) == 2
+    err = capsys.readouterr().err
+    assert "--days 9 is too few to train" in err and "training.window_days 6" in err and "--days 10" in err
+    assert cli.main(["pipeline", "dry-run", "nope", "--days", "10"]) == 2
+    assert "no pipeline 'nope'" in capsys.readouterr().err
+    # no AIRFLOW_CONN_SOURCE_DB and no embedded source database: the message says how to give one
+    monkeypatch.delenv("AIRFLOW_CONN_SOURCE_DB", raising=False)
+    monkeypatch.setenv("MLOPS_HOME", str(tmp_path / "home"))
+    assert cli.main(["pipeline", "dry-run", "fraud", "--days", "10"]) == 2
+    err = capsys.readouterr().err
+    assert "no source for connection 'source_db': set AIRFLOW_CONN_SOURCE_DB" in err, err
+
+
 def test_python_dash_m_entry_points_still_work():
-    for module in ("ml_ops.cli", "ml_ops.local.stack", "ml_ops.local.traffic", "ml_ops.local.sim"):
+    for module in (
+        "ml_ops.cli",
+        "ml_ops.local.stack",
+        "ml_ops.local.traffic",
+        "ml_ops.local.sim",
+        "ml_ops.pipeline.dry_run",
+    ):
         proc = subprocess.run([sys.executable, "-m", module, "--help"], capture_output=True, text=True, cwd=REPO)
         assert proc.returncode == 0 and proc.stdout.startswith("usage:"), (module, proc.stderr[-500:])
