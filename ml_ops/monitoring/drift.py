@@ -127,7 +127,12 @@ def _numeric_values(s: pd.Series) -> np.ndarray:
 
 
 def _categorical_values(s: pd.Series) -> pd.Series:
-    return s.astype(object).where(s.notna(), MISSING).astype(str)
+    """Category labels as the model sees them (ml_ops.scoring.category_text: 3, 3.0 and "3" are one
+    category, so an integer column with a null on one side does not "drift" from "3" to "3.0")."""
+    from ml_ops.scoring import category_text
+
+    text = pd.Series(category_text(s), index=s.index, dtype=object)
+    return text.where(text.notna(), MISSING).astype(str)
 
 
 def numeric_test(ref: np.ndarray, cur: np.ndarray) -> tuple[float, float, float]:

@@ -102,9 +102,10 @@ def test_invalid_requests_get_a_4xx_naming_the_problem_and_the_gateway_keeps_ser
         ),
         (
             "/invocations",
-            json.dumps({"dataframe_records": [{**good[0], "channel": 3}]}).encode(),
+            # an int is a category's label (cast to "3", as in training); a list is no category at all
+            json.dumps({"dataframe_records": [{**good[0], "channel": ["pos"]}]}).encode(),
             422,
-            "column 'channel' expects string; row 0 has int 3",
+            "column 'channel' expects string; row 0 has list",
         ),
         ("/invocations", json.dumps({"dataframe_records": []}).encode(), 422, "empty batch"),
         (
