@@ -67,6 +67,11 @@ def get_history(client: MlflowClient, model_name: str, alias: str = layout.CHAMP
     return history if isinstance(history, list) else []
 
 
+def _entry(version: int, at: str, reason: str, action: str, by: str | None) -> dict:
+    entry = {"version": version, "at": at, "reason": reason, "action": action}
+    return {**entry, "by": by} if by else entry
+
+
 def _append_history(client: MlflowClient, model_name: str, alias: str, entry: dict) -> None:
     history = get_history(client, model_name, alias) + [entry]
     history = history[-HISTORY_MAX_ENTRIES:]
@@ -101,25 +106,32 @@ def _exists(client: MlflowClient, model_name: str, version: int) -> bool:
 
 
 def promote(
-    client: MlflowClient, model_name: str, version: int | str, *, reason: str, alias: str = layout.CHAMPION
+    client: MlflowClient,
+    model_name: str,
+    version: int | str,
+    *,
+    reason: str,
+    alias: str = layout.CHAMPION,
+    by: str | None = None,
 ) -> int | None:
     """Point `alias` at `version`; returns the version that held it before (None if none or if
-    `version` already held it: no-op, but a missing history entry is repaired)."""
+    `version` already held it: no-op, but a missing history entry is repaired). ``by``: who asked (the
+    Airflow user, or the run that did it), kept in the history and on the version for audit."""
     version = int(version)
     client.get_model_version(model_name, str(version))  # fail early, naming the version
     previous = current_version(client, model_name, alias)
     history = get_history(client, model_name, alias)
     if previous == version:
         if not history or int(history[-1]["version"]) != version:  # crash after alias move
-            _append_history(
-                client, model_name, alias, {"version": version, "at": _now(), "reason": reason, "action": "promote"}
-            )
+            _append_history(client, model_name, alias, _entry(version, _now(), reason, "promote", by))
         return None
     at = _now()
     client.set_registered_model_alias(model_name, alias, str(version))
-    _append_history(client, model_name, alias, {"version": version, "at": at, "reason": reason, "action": "promote"})
+    _append_history(client, model_name, alias, _entry(version, at, reason, "promote", by))
     client.set_model_version_tag(model_name, str(version), f"promoted_to_{alias}_at", at)
     client.set_model_version_tag(model_name, str(version), "promotion_reason", reason[:5000])
+    if by:
+        client.set_model_version_tag(model_name, str(version), "promoted_by", by[:5000])
     if previous is not None:
         client.set_model_version_tag(model_name, str(previous), "replaced_by", str(version))
         client.set_model_version_tag(model_name, str(previous), "replaced_at", at)
@@ -135,8 +147,11 @@ def previous_champion(client: MlflowClient, model_name: str, alias: str = layout
     return None
 
 
-def rollback(client: MlflowClient, model_name: str, *, reason: str, alias: str = layout.CHAMPION) -> int:
-    """Move `alias` back to the previous holder; records it in history and on both versions."""
+def rollback(
+    client: MlflowClient, model_name: str, *, reason: str, alias: str = layout.CHAMPION, by: str | None = None
+) -> int:
+    """Move `alias` back to the previous holder; records it (and ``by``, who asked) in history and on both
+    versions."""
     target = previous_champion(client, model_name, alias)
     if target is None:
         raise ValueError(f"registered model {model_name!r}: no previous {alias!r} in history to roll back to")
@@ -147,10 +162,12 @@ def rollback(client: MlflowClient, model_name: str, *, reason: str, alias: str =
         client,
         model_name,
         alias,
-        {"version": target, "at": at, "reason": reason, "action": "rollback", "from": current},
+        {**_entry(target, at, reason, "rollback", by), "from": current},
     )
     if current is not None:
         client.set_model_version_tag(model_name, str(current), "rolled_back_at", at)
         client.set_model_version_tag(model_name, str(current), "rollback_reason", reason[:5000])
+        if by:
+            client.set_model_version_tag(model_name, str(current), "rolled_back_by", by[:5000])
     client.set_model_version_tag(model_name, str(target), f"restored_to_{alias}_at", at)
     return target

@@ -336,7 +336,7 @@ def decision_text(record: dict) -> str:
     return "\n".join(lines)
 
 
-def promote_step(cfg: Pipeline, client, decision: dict) -> dict:
+def promote_step(cfg: Pipeline, client, decision: dict, *, by: str | None = None) -> dict:
     """Move the winner forward, unless the champion changed since the comparison (a stale re-run
     of an old day must not put an older model back)."""
     from ml_ops.pipeline.registry import current_version, promote
@@ -355,5 +355,5 @@ def promote_step(cfg: Pipeline, client, decision: dict) -> dict:
         # nothing to be judged against and becomes champion directly.
         client.set_registered_model_alias(cfg.name, layout.CANARY, str(version))
         return {"canary": version, "champion": current, "moved": "canary"}
-    previous = promote(client, cfg.name, version, reason=decision["reason"])
+    previous = promote(client, cfg.name, version, reason=decision["reason"], by=by)
     return {"champion": version, "previous": previous, "moved": "champion"}

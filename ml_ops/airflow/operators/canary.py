@@ -11,7 +11,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 
 from ml_ops import layout
-from ml_ops.airflow.operators.pipeline import PipelineOperator
+from ml_ops.airflow.operators.pipeline import PipelineOperator, triggered_by
 
 
 def flush_gateway(conn_id: str, log) -> None:
@@ -207,7 +207,7 @@ class RollbackOperator(PipelineOperator):
         if state.running:
             aborted = canary.roll_back(cfg, store, client, self.tracking_uri(), state, f"aborted by rollback: {reason}")
         before = registry.current_version(client, cfg.name, layout.CHAMPION)
-        restored = registry.rollback(client, cfg.name, reason=reason)
+        restored = registry.rollback(client, cfg.name, reason=reason, by=triggered_by(context))
         text = f"champion v{before} → v{restored}\nReason: {reason}"
         if aborted:
             text += f"\nRunning canary v{aborted['version']} was stopped first."

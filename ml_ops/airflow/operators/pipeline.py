@@ -112,6 +112,15 @@ class LabelsOperator(PipelineOperator):
         return labels_step(self.cfg, self.store(), interval, engine)
 
 
+def triggered_by(context) -> str:
+    """Who a decision is on, for the audit trail: the Airflow user who triggered the run, else the run itself
+    (a schedule, an Asset event or a backfill has no user)."""
+    run = context.get("dag_run")
+    user = getattr(run, "triggering_user_name", None)
+    kind = getattr(getattr(run, "run_type", None), "value", getattr(run, "run_type", None)) or "run"
+    return f"user {user}" if user else f"{kind} run {context.get('run_id')}"
+
+
 def asset_triggered(context) -> bool:
     """The run was started by Asset events (for the training DAG: the monitoring DAG's retrain request)."""
     # In the Task SDK context["dag_run"].run_type is this enum (airflow.sdk.types.DagRunProtocol); a str enum,
@@ -179,7 +188,7 @@ class PromoteOperator(PipelineOperator):
     def run_step(self, context, interval):
         from ml_ops.pipeline.steps import promote_step
 
-        return promote_step(self.cfg, self.mlflow_client(), self.decision)
+        return promote_step(self.cfg, self.mlflow_client(), self.decision, by=triggered_by(context))
 
 
 class DriftOperator(PipelineOperator):

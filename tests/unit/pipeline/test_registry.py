@@ -91,3 +91,18 @@ def test_absent_is_none_but_unreachable_raises(client, monkeypatch):
     down = MlflowClient(tracking_uri="http://127.0.0.1:9", registry_uri="http://127.0.0.1:9")
     with pytest.raises(RegistryUnreachable, match="no_alias_yet@champion"):
         current_version(down, "no_alias_yet", "champion")
+
+
+def test_promotion_and_rollback_record_who_asked(client_and_model):
+    client, name = client_and_model
+    promote(client, name, 1, reason="first", by="scheduled run scheduled__2026-01-05")
+    promote(client, name, 2, reason="better", by="user alice")
+    assert rollback(client, name, reason="complaints", by="user bob") == 1
+    history = get_history(client, name)
+    assert [(e["action"], e.get("by")) for e in history] == [
+        ("promote", "scheduled run scheduled__2026-01-05"),
+        ("promote", "user alice"),
+        ("rollback", "user bob"),
+    ]
+    assert client.get_model_version(name, "2").tags["promoted_by"] == "user alice"
+    assert client.get_model_version(name, "2").tags["rolled_back_by"] == "user bob"
