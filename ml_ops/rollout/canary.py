@@ -92,6 +92,7 @@ def start(
     policy: Canary,
     force: bool = False,
     reason: str | None = None,
+    by: str | None = None,
 ) -> DeploymentState:
     """Put ``version`` on the first step, or resume this run's canary (a retried task continues it).
 
@@ -120,13 +121,16 @@ def start(
     why = (reason or "").strip() if forced else ""
     if forced:  # recorded before any traffic moves
         store.append_jsonl(
-            layout.decision_log(cfg.prefix()), forced_record(cfg.name, gate, reason=why, run_id=run_id), key="key"
+            layout.decision_log(cfg.prefix()),
+            {**forced_record(cfg.name, gate, reason=why, run_id=run_id), "forced_by": by or f"run {run_id}"},
+            key="key",
         )
         for key, value in {
             "canary.forced": "true",
             "canary.force_reason": why[:5000],
             "canary.forced_gate": gate.describe()[:5000],
             "canary.forced_run_id": run_id,
+            "canary.forced_by": (by or f"run {run_id}")[:5000],
         }.items():
             client.set_model_version_tag(cfg.name, str(version), key, value)
     client.set_registered_model_alias(cfg.name, CANARY_ALIAS, str(version))

@@ -99,6 +99,7 @@ class CanaryOperator(PipelineOperator):
                 policy=policy,
                 force=bool(params.get("force")),
                 reason=params.get("reason"),
+                by=triggered_by(context),
             )
         except (canary.CanaryBusy, ValueError) as refused:  # retrying would not change the answer (GateRefused too)
             raise AirflowFailException(str(refused)) from None

@@ -93,7 +93,9 @@ def test_a_version_that_lost_its_gate_is_refused_and_nothing_moves(world):
 def test_forcing_a_version_past_its_gate_is_recorded_in_the_log_the_tags_and_the_state(world):
     cfg, store, client, _ = world
     policy = canary.policy_for(cfg)
-    state = canary.start(cfg, store, client, 4, run_id="run-f", policy=policy, force=True, reason="INC-42 hotfix")
+    state = canary.start(
+        cfg, store, client, 4, run_id="run-f", policy=policy, force=True, reason="INC-42 hotfix", by="user alice"
+    )
     assert (state.status, state.canary_version, state.forced, state.force_reason) == (
         "running",
         4,
@@ -108,9 +110,11 @@ def test_forcing_a_version_past_its_gate_is_recorded_in_the_log_the_tags_and_the
         "run-f",
     )
     assert tags["canary.forced_gate"].startswith("v4 lost its gate")
+    assert tags["canary.forced_by"] == "user alice"  # who forced it, for the audit
     # retried: resumes, logs nothing twice
     assert canary.start(cfg, store, client, 4, run_id="run-f", policy=policy, force=True, reason="INC-42 hotfix")
     (logged,) = store.read_jsonl(layout.decision_log(cfg.prefix()))
+    assert logged["forced_by"] == "user alice"
     assert (logged["kind"], logged["challenger_version"], logged["force_reason"]) == (
         "canary_forced",
         4,
