@@ -13,6 +13,8 @@ import sys
 import time
 from datetime import date, datetime, timedelta, timezone
 
+from ml_ops import layout
+
 PIPELINE = "fraud"
 DAYS = int(os.environ.get("MLOPS_DEMO_DAYS", "12"))
 TRAFFIC_RATE = float(os.environ.get("MLOPS_DEMO_TRAFFIC_RATE", "25"))  # requests/s replayed to the gateway
@@ -78,7 +80,7 @@ def summary(stack, pipeline: str) -> str:
     client = MlflowClient(stack.mlflow_url)
     lines = ["", "=" * 78, f"airflow-mlops demo: pipeline '{pipeline}'", "=" * 78]
     try:
-        champion = client.get_model_version_by_alias(pipeline, "champion")
+        champion = client.get_model_version_by_alias(pipeline, layout.CHAMPION)
         metrics = client.get_run(champion.run_id).data.metrics
         shown = {
             k: round(v, 4)
@@ -139,12 +141,12 @@ class BackgroundTraffic:
 
         client = MlflowClient(self.stack.mlflow_url)
         while not self.stop.wait(5):
-            if current_version(client, self.cfg.name, "champion") is not None:
+            if current_version(client, self.cfg.name, layout.CHAMPION) is not None:
                 break
         while not self.stop.wait(1):  # the gateway loads the new champion after its next poll
             try:
                 status = httpx.get(f"{self.stack.gateway_url}/pipelines", timeout=5).json()["pipelines"]
-                if status[self.cfg.name]["champion"]["loaded"]:
+                if status[self.cfg.name][layout.CHAMPION]["loaded"]:
                     break
             except (httpx.HTTPError, ValueError, KeyError):
                 pass
@@ -192,7 +194,7 @@ def ensure_a_canary(client, stack) -> None:
     if any(_rollout(client, run) for run in client.dag_runs(f"{PIPELINE}_canary")):
         return
     mlflow_client = MlflowClient(stack.mlflow_url)
-    champion = current_version(mlflow_client, PIPELINE, "champion")
+    champion = current_version(mlflow_client, PIPELINE, layout.CHAMPION)
     versions = sorted(int(v.version) for v in mlflow_client.search_model_versions(f"name='{PIPELINE}'"))
     candidates = [v for v in versions if v != champion]
     if not candidates:

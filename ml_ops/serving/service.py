@@ -21,6 +21,7 @@ from datetime import datetime, timezone
 
 import numpy as np
 
+from ml_ops.layout import CANARY, CHAMPION
 from ml_ops.rollout.deployment import FEEDBACK_COLUMNS, LOG_COLUMNS, feedback_prefix, serving_logs_prefix
 from ml_ops.serving.errors import RequestError
 from ml_ops.serving.logbuffer import PartitionedLog
@@ -170,7 +171,7 @@ class Gateway:
                 elif dep.champion_version is None:
                     why = (
                         f"pipeline {name!r} has no champion model yet: no version of registered model "
-                        f"{name!r} holds the alias 'champion'"
+                        f"{name!r} holds the alias {CHAMPION!r}"
                     )
                 else:
                     why = f"pipeline {name!r}: champion v{dep.champion_version} is not loaded ({'; '.join(dep.errors) or 'loading'})"
@@ -389,8 +390,8 @@ class Gateway:
         m = self.metrics
         for name, d in self.resolver.status().items():
             m.weight.labels(name).set(d["effective_weight"])
-            m.version.labels(name, "champion").set(d["champion"]["serving"] or 0)
-            m.version.labels(name, "canary").set((d["canary"]["serving"] or 0) if d["effective_weight"] > 0 else 0)
+            m.version.labels(name, CHAMPION).set(d[CHAMPION]["serving"] or 0)
+            m.version.labels(name, CANARY).set((d[CANARY]["serving"] or 0) if d["effective_weight"] > 0 else 0)
         m.log_buffered.labels("predictions").set(self.logs.pending_rows)
         m.log_buffered.labels("feedback").set(self.labels.pending_rows)
         for name, served in list(self._served.items()):
