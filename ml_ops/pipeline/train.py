@@ -72,6 +72,11 @@ NUMERIC_FIELD = "features.numeric"
 CATEGORICAL_FIELD = "features.categorical"
 
 
+class ModelBuildError(ValueError):
+    """The model cannot be built or fitted from this configuration and data (an estimator that does not import,
+    rejected params, a column of the wrong kind): deterministic, so the task fails at once instead of retrying."""
+
+
 @dataclass
 class TrainResult:
     run_id: str
@@ -87,13 +92,13 @@ class TrainResult:
 def _import_estimator(path: str) -> type:
     module_name, _, cls_name = path.rpartition(".")
     if not module_name:
-        raise ValueError(
+        raise ModelBuildError(
             f"estimator {path!r}: expected a dotted import path like 'sklearn.ensemble.HistGradientBoostingClassifier'"
         )
     try:
         cls = getattr(importlib.import_module(module_name), cls_name)
     except (ImportError, AttributeError) as exc:
-        raise ValueError(f"estimator {path!r} cannot be imported: {exc}") from exc
+        raise ModelBuildError(f"estimator {path!r} cannot be imported: {exc}") from exc
     return cls
 
 
@@ -103,14 +108,14 @@ def build_model(estimator: str, params: dict, numeric: list[str], categorical: l
     try:
         clf = cls(**(params or {}))
     except TypeError as exc:
-        raise ValueError(f"estimator {estimator!r} rejected params {params!r}: {exc}") from exc
+        raise ModelBuildError(f"estimator {estimator!r} rejected params {params!r}: {exc}") from exc
     if not is_classifier(clf) or not hasattr(clf, "predict_proba"):
-        raise ValueError(f"estimator {estimator!r} is not a classifier with predict_proba")
+        raise ModelBuildError(f"estimator {estimator!r} is not a classifier with predict_proba")
     if not numeric and not categorical:
-        raise ValueError("build_model: numeric and categorical feature lists are both empty")
+        raise ModelBuildError("build_model: numeric and categorical feature lists are both empty")
     both = [c for c in categorical if c in set(numeric)]
     if both:
-        raise ValueError(
+        raise ModelBuildError(
             f"{CATEGORICAL_FIELD}: column(s) {both} also listed under {NUMERIC_FIELD}; "
             "a column is used either as a number or as labels"
         )
@@ -415,7 +420,7 @@ def _check_columns(df: pd.DataFrame, which: str, numeric: list[str], categorical
         if missing:
             has = [str(c) for c in df.columns]
             has = has if len(has) <= 40 else [*has[:40], f"... (+{len(has) - 40})"]
-            raise ValueError(f"{what}: {which} is missing column(s) {missing}; its columns: {has}")
+            raise ModelBuildError(f"{what}: {which} is missing column(s) {missing}; its columns: {has}")
 
 
 def _not_a_number(value) -> bool:
@@ -436,7 +441,7 @@ def _check_numeric(df: pd.DataFrame, numeric: list[str]) -> None:
         bad = [v for v in values if _not_a_number(v)]
         if bad:
             examples = ", ".join(repr(v)[:40] for v in list(dict.fromkeys(map(str, bad)))[:3])
-            raise ValueError(
+            raise ModelBuildError(
                 f"{NUMERIC_FIELD}: column {c!r} holds values that are not numbers ({len(bad)} of {len(col)} "
                 f"training rows, e.g. {examples}); list it under {CATEGORICAL_FIELD} to use its values as labels"
             )
@@ -508,7 +513,7 @@ def train_and_register(
     y_train = train_df[target].to_numpy().astype(int)
     y_hold = holdout_df[target].to_numpy().astype(int)
     if np.unique(y_train).size < 2:
-        raise ValueError(f"train_df: target {target!r} has a single class {np.unique(y_train).tolist()}")
+        raise ModelBuildError(f"train_df: target {target!r} has a single class {np.unique(y_train).tolist()}")
 
     pipeline = build_model(estimator, params, numeric, categorical)
     if "random_state" in pipeline.named_steps["clf"].get_params() and "random_state" not in (params or {}):
@@ -523,7 +528,7 @@ def train_and_register(
         try:
             pipeline.fit(train_df[features], y_train)
         except (ValueError, TypeError) as exc:
-            raise ValueError(_fit_error(pipeline, train_df[features], estimator, params, exc)) from exc
+            raise ModelBuildError(_fit_error(pipeline, train_df[features], estimator, params, exc)) from exc
         fit_seconds = time.perf_counter() - t0
         X_hold = holdout_df[features]
         score = pipeline.predict_proba(X_hold)[:, 1]

@@ -50,15 +50,19 @@ class PipelineOperator(BaseOperator):
     def execute(self, context):
         from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
+        from ml_ops.config import ConfigError
         from ml_ops.pipeline.steps import SkipStep
+        from ml_ops.pipeline.train import ModelBuildError
         from ml_ops.pipeline.validate import DataValidationError
 
         try:
             result = self.run_step(context, interval_from_context(context) if self.per_day else None)
         except SkipStep as skip:
             raise AirflowSkipException(str(skip)) from None
-        except DataValidationError as failed:
-            raise AirflowFailException(str(failed)) from None
+        except (DataValidationError, ConfigError, ModelBuildError) as failed:
+            # bad data, bad configuration, a model that cannot be built: the same input fails again, so no
+            # retries; infrastructure errors (S3, MLflow, the source database) propagate and are retried
+            raise AirflowFailException(f"{self.pipeline} (include/pipelines/{self.pipeline}.yaml): {failed}") from None
         self.log.info("%s: %s", self.task_id, result)
         return result
 
