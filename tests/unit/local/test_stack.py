@@ -152,6 +152,8 @@ def test_a_crashing_service_is_reported_in_one_line(stack, monkeypatch):
 
 def test_gateway_service_and_its_airflow_connection(stack, monkeypatch):
     monkeypatch.delenv("MLOPS_GATEWAY_TOKEN", raising=False)
+    # the stack passes the caller's environment on; what is checked below is that it adds no tracking URI itself
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     gateway = stack.services()["gateway"]
     assert gateway.argv[1:] == ["-m", "ml_ops.serving"] and gateway.port == stack.gateway_port
     env = gateway.env
