@@ -8,23 +8,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ml_ops.local.sim.transactions import CATEGORIES as SIM_CATEGORIES
 from ml_ops.pipeline.validate import ValidationResult
 
 ROOT = Path(__file__).resolve().parents[4]
 FRAUD_SUITE = ROOT / "include" / "expectations" / "fraud.json"
 TUMORS_SUITE = ROOT / "include" / "expectations" / "tumors.json"
-CATEGORIES = [
-    "grocery",
-    "restaurants",
-    "fuel",
-    "electronics",
-    "travel",
-    "fashion",
-    "online_services",
-    "gambling",
-    "health",
-    "other",
-]
+CATEGORIES = list(SIM_CATEGORIES)  # the simulator's merchant categories, which the fraud suite lists
 
 
 def fraud_frame(n: int = 300, day: str = "2026-01-05", seed: int = 0, fraud_rate: float = 0.02) -> pd.DataFrame:
