@@ -6,7 +6,7 @@
                                      and a temporary MLflow store (ml_ops.pipeline.dry_run)
     mlops stack up|down|status       the embedded stack (ml_ops.local.stack)
     mlops demo                       the end-to-end demo (ml_ops.local.demo)
-    mlops traffic ...                replay traffic to the gateway (ml_ops.local.traffic)
+    mlops traffic ...                fresh simulated traffic to the gateway (ml_ops.local.traffic)
     mlops sim ...                    load simulated source days (ml_ops.local.sim)
 
 Each subcommand hands the rest of the command line to its module's own ``main``, so options are defined
@@ -25,7 +25,7 @@ from importlib import import_module
 DELEGATES = {
     "stack": ("ml_ops.local.stack", "start, stop or inspect the embedded stack: up | down | status [--only ...]"),
     "demo": ("ml_ops.local.demo", "stack up, fraud pipeline over simulated days, a canary rollout, summary"),
-    "traffic": ("ml_ops.local.traffic", "replay a pipeline's features to the gateway, post delayed labels"),
+    "traffic": ("ml_ops.local.traffic", "fresh simulated events (none trained on) to the gateway, labels late"),
     "sim": ("ml_ops.local.sim.__main__", "load simulated source days: fraud | tumors --db URL --start DAY --days N"),
 }
 # mlops pipeline ACTION -> (module whose main() it runs, one-line help)

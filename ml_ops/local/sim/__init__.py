@@ -26,6 +26,7 @@ __all__ = [
     "generate_labels",
     "generate_transactions",
     "generate_tumors",
+    "load_labels",
     "load_source",
 ]
 
@@ -114,6 +115,18 @@ def load_source(
     if labels_table is None:
         return LoadResult(table, len(df), deleted, first, last)
     return LoadResult(table, len(df), deleted, first, last, labels_table, len(labels), labels_deleted)
+
+
+def load_labels(url: str, table: str, labels: pd.DataFrame, *, chunksize: int = 20_000) -> int:
+    """Write ``labels`` (id first, e.g. ``generate_labels``'s frame) to ``table`` at ``url``, replacing the labels
+    of the same ids, in one transaction; the label time is indexed. Returns the rows replaced. The traffic
+    generator writes the labels of the fresh events it sends this way."""
+    engine = sa.create_engine(url)
+    try:
+        with engine.begin() as conn:
+            return _write_labels(conn, table, labels, labels, True, chunksize)
+    finally:
+        engine.dispose()
 
 
 def _write_labels(conn, table: str, labels: pd.DataFrame, df: pd.DataFrame, replace: bool, chunksize: int) -> int:
