@@ -26,7 +26,11 @@ DOC = """\
 * **Data**: `{prefix}/{{raw,validation,features}}/ds=<day>/` (one partition per data day, overwritten on re-run).
 * **Validation** fails the run with every failed expectation named; the report is `validation/ds=<day>/report.html`.
   A rejected day is quarantined (`validation/quarantine.jsonl`): later days' history and training windows
-  leave it out until it is fixed and re-run. A day whose earlier days are not validated yet fails naming them.
+  leave it out until it is fixed and re-run.
+* **Run order**: one run at a time; Airflow starts queued runs in `run_after` order, so days triggered together
+  run oldest day first when each run's `run_after` is its logical date (the `mlops` REST client sets it; the
+  default is the moment of the trigger). A day whose earlier days are not validated yet waits while their runs
+  are running, and otherwise fails at once naming them (trigger them, then clear the day).
 * **Features**: the model inputs are the declared columns plus these derived ones: {derived}.
 * **Train** uses the {window} labelled days before the {holdout}-day holdout (labels arrive {delay} day(s) late);
   it skips until that history exists. The model is registered in MLflow as `{name}` with alias `challenger`.
@@ -119,7 +123,9 @@ def build_training_dag(cfg: Pipeline):
         schedule=schedule,
         start_date=datetime.combine(cfg.start_date, datetime.min.time(), tzinfo=timezone.utc),
         catchup=False,
-        max_active_runs=1,  # runs share the model registry and each day's features read earlier days
+        # Runs share the model registry and the append-only logs, and each day's checks read earlier days: one
+        # at a time. Queued runs start in run_after order (ml_ops.local.airflow_client.run_after_for).
+        max_active_runs=1,
         dagrun_timeout=timedelta(hours=3),
         tags=["ml-ops", "training", cfg.name, *cfg.tags],
         doc_md=DOC.format(

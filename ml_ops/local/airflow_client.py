@@ -1,7 +1,10 @@
 """Tiny client for Airflow 3's public REST API (v2), enough to drive DAGs from the demo and e2e tests.
 
 Auth: SimpleAuthManager's POST /auth/token {"username", "password"} -> {"access_token"} (a JWT), sent as
-`Authorization: Bearer ...`. A 401 refreshes the token once.
+`Authorization: Bearer ...`. A 401 refreshes the token once. A transient database error (HTTP 503, or 500 with
+reason "Database error": the embedded SQLite metadata DB answers "database is locked" when writers collide) is
+retried a few times with backoff (about 7 s in all): such a 500 rolled its transaction back and a 503 was not
+served, so a retried POST creates nothing twice.
 """
 
 from __future__ import annotations
@@ -15,6 +18,27 @@ from datetime import datetime, timezone
 from typing import Any
 
 TERMINAL_RUN_STATES = {"success", "failed"}
+RETRY_DELAYS = (0.5, 1.0, 2.0, 4.0)  # seconds before each retry of a transient database error
+
+
+def transient(status: int, body: str) -> bool:
+    """A database error worth retrying: 503, or a 500 from Airflow's SQLAlchemy error handler / a locked SQLite."""
+    return status == 503 or (status == 500 and ("Database error" in body or "database is locked" in body))
+
+
+def run_after_for(logical_date: datetime | None, now: datetime | None = None) -> datetime | None:
+    """The ``run_after`` of a manual run for ``logical_date``: the logical date itself, capped at now.
+
+    Airflow's scheduler starts a DAG's queued runs in ``run_after`` order (after backfill runs' own order),
+    not by logical date, and a manual run's ``run_after`` defaults to the moment the trigger arrived. With
+    max_active_runs=1, days triggered together (two people clicking, parallel requests) could then start the
+    later day first, whose history check needs the earlier one. Past days thus get their own date: queued
+    runs start oldest day first, whatever order the requests arrived in. A future day starts now, not then."""
+    if logical_date is None:
+        return None
+    now = now or datetime.now(timezone.utc)
+    at = logical_date if logical_date.tzinfo else logical_date.replace(tzinfo=timezone.utc)
+    return min(at, now)
 
 
 class AirflowApiError(RuntimeError):
@@ -64,15 +88,20 @@ class AirflowClient:
         headers = {"Authorization": f"Bearer {self.token()}", "Accept": accept}
         if data is not None:
             headers["Content-Type"] = "application/json"
-        req = urllib.request.Request(url, data=data, method=method, headers=headers)
-        try:
-            with urllib.request.urlopen(req, timeout=self.timeout) as resp:
-                raw = resp.read()
-        except urllib.error.HTTPError as exc:
-            if exc.code == 401 and _retry:  # expired token: log in again once
-                self._token = None
-                return self.request(method, path, body, params, accept, _retry=False)
-            raise AirflowApiError(method, path, exc.code, exc.read().decode(errors="replace")) from None
+        for delay in (*RETRY_DELAYS, None):
+            req = urllib.request.Request(url, data=data, method=method, headers=headers)
+            try:
+                with urllib.request.urlopen(req, timeout=self.timeout) as resp:
+                    raw = resp.read()
+                break
+            except urllib.error.HTTPError as exc:
+                if exc.code == 401 and _retry:  # expired token: log in again once
+                    self._token = None
+                    return self.request(method, path, body, params, accept, _retry=False)
+                text = exc.read().decode(errors="replace")
+                if delay is None or not transient(exc.code, text):
+                    raise AirflowApiError(method, path, exc.code, text) from None
+                time.sleep(delay)
         if not raw:
             return None
         return json.loads(raw) if accept == "application/json" else raw.decode(errors="replace")
@@ -130,8 +159,11 @@ class AirflowClient:
     def trigger(
         self, dag_id: str, logical_date: datetime | None = None, conf: dict | None = None, run_id: str | None = None
     ) -> str:
-        """Create a manual run; returns its run_id. A naive logical_date is taken as UTC."""
+        """Create a manual run; returns its run_id. A naive logical_date is taken as UTC. Runs triggered for
+        past days start in day order, whatever order the requests arrive in (``run_after_for``)."""
         body: dict[str, Any] = {"logical_date": _iso(logical_date) if logical_date else None, "conf": conf or {}}
+        if (run_after := run_after_for(logical_date)) is not None:
+            body["run_after"] = _iso(run_after)
         if run_id:
             body["dag_run_id"] = run_id
         return self.request("POST", f"/dags/{_q(dag_id)}/dagRuns", body=body)["dag_run_id"]

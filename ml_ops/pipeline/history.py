@@ -5,8 +5,9 @@ the raw object it was written for: a re-extracted partition (new bytes, new ETag
 validate passes again, so marker and partition can never disagree. A day whose validation failed is
 *rejected*: it stays out of every later day's history and training window, with a record in
 ``validation/quarantine.jsonl``, until it is fixed and re-run. A day with neither (not extracted, or not
-validated yet) inside the stretch of history that exists is *missing*: a step that needs it fails with
-the days named (and Airflow retries it), instead of silently computing from incomplete history.
+validated yet) inside the stretch of history that exists is *missing*: a step that needs it stops with
+``IncompleteHistory`` naming the days, instead of silently computing from incomplete history (the operator
+then waits while those days' runs are running, and otherwise fails at once naming them).
 """
 
 from __future__ import annotations
@@ -22,7 +23,12 @@ if TYPE_CHECKING:
 
 
 class IncompleteHistory(RuntimeError):
-    """Earlier days this step needs are not processed yet. Not a data error: retried, then fails naming them."""
+    """Earlier days this step needs are not validated yet (``missing``, oldest first). Not a data error: once
+    those days are processed, the same step passes."""
+
+    def __init__(self, message: str, missing: list[str]) -> None:
+        super().__init__(message)
+        self.missing = list(missing)
 
 
 @dataclass(frozen=True)
@@ -98,6 +104,7 @@ def require(store: ObjectStore, cfg: Pipeline, ds: str, days: list[str], *, need
     if found.missing:
         raise IncompleteHistory(
             f"{cfg.name} ds={ds}: {needed_by} needs the earlier day(s) {', '.join(found.missing)}, which are not "
-            "validated yet (not extracted, or validation has not run). Run them first; this task retries."
+            "validated yet (not extracted, or validation has not run).",
+            found.missing,
         )
     return found

@@ -2,17 +2,71 @@
 
 An operator holds the pipeline name (templated), builds its clients from Airflow connections in
 ``execute`` (never at parse time), calls one step, and maps the step's outcome onto Airflow:
-``SkipStep`` → skipped, ``DataValidationError`` → failed without retries (the data will not change).
+``SkipStep`` → skipped, ``DataValidationError`` → failed without retries (the data will not change),
+``IncompleteHistory`` → rescheduled while the missing days' runs are running, else failed at once naming them.
 """
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta, timezone
 from functools import cached_property
 
 from airflow.sdk import BaseOperator
 
 from ml_ops.config import Pipeline, load_pipeline_by_name
 from ml_ops.interval import interval_from_context
+
+# How often a step whose earlier days are being processed by other runs looks again (reschedule mode: no
+# worker slot is held meanwhile).
+HISTORY_POKE = timedelta(seconds=15)
+
+
+def history_gap(message: str, missing: list[str], runs: dict[str, str]) -> tuple[bool, str]:
+    """What a step does when the earlier days ``missing`` are not validated yet: ``(wait, message)``.
+
+    ``runs`` maps a day to the state of its run of this DAG ("running" or "queued"; absent: no active run).
+    Waiting is right only while every missing day is being processed by a run that is running (it holds a run
+    slot of its own, e.g. a backfill's, and will finish). A day whose run is only queued is queued behind this
+    one (one run of the DAG at a time: Airflow started the later day first), and a day with no run will not
+    appear by waiting: both fail at once, naming the days, instead of holding the DAG's only run slot."""
+    queued = [d for d in missing if runs.get(d) == "queued"]
+    absent = [d for d in missing if runs.get(d) not in ("running", "queued")]
+    if not queued and not absent:
+        return True, f"{message} Their run(s) are running: waiting for them (rescheduled, no worker slot held)."
+    parts = [message]
+    if queued:
+        parts.append(
+            f"The run(s) of {', '.join(queued)} are queued behind this one (the DAG runs one day at a time and "
+            "this later day was started first): they run next; clear this run once they have succeeded."
+        )
+    if absent:
+        parts.append(
+            f"No run of {', '.join(absent)} is queued or running: trigger them first (oldest first, or one "
+            "backfill), then clear this run."
+        )
+    return False, " ".join(parts)
+
+
+def active_runs(context, days: list[str]) -> dict[str, str]:
+    """{day: "running" | "queued"} for the runs of this DAG whose logical date is one of ``days`` (midnight
+    UTC: REST triggers with a day and @daily runs), asked through the Task SDK. Empty if Airflow cannot say."""
+    ti = context.get("ti")
+    dag_id = getattr(ti, "dag_id", None)
+    found: dict[str, str] = {}
+    if ti is None or dag_id is None:
+        return found
+    try:
+        for day in days:
+            at = datetime.fromisoformat(day).replace(tzinfo=timezone.utc)
+            for state in ("running", "queued"):
+                if ti.get_dr_count(dag_id=dag_id, logical_dates=[at], states=[state]):
+                    found[day] = state
+                    break
+    except Exception as exc:  # the answer only refines the message: the step fails naming the days anyway
+        import logging
+
+        logging.getLogger(__name__).warning("could not ask Airflow for the runs of %s: %s", days, exc)
+    return found
 
 
 class PipelineOperator(BaseOperator):
@@ -48,9 +102,10 @@ class PipelineOperator(BaseOperator):
         return MlflowHook(self.cfg.mlflow_conn_id).get_tracking_uri()
 
     def execute(self, context):
-        from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
+        from airflow.sdk.exceptions import AirflowFailException, AirflowRescheduleException, AirflowSkipException
 
         from ml_ops.config import ConfigError
+        from ml_ops.pipeline.history import IncompleteHistory
         from ml_ops.pipeline.steps import SkipStep
         from ml_ops.pipeline.train import ModelBuildError
         from ml_ops.pipeline.validate import DataValidationError
@@ -59,6 +114,14 @@ class PipelineOperator(BaseOperator):
             result = self.run_step(context, interval_from_context(context) if self.per_day else None)
         except SkipStep as skip:
             raise AirflowSkipException(str(skip)) from None
+        except IncompleteHistory as gap:
+            # Not a data error, but retrying would hold the DAG's only run slot without helping: the missing
+            # days are processed by other runs, which this one waits for (reschedule) or does not block.
+            wait, message = history_gap(str(gap), gap.missing, active_runs(context, gap.missing))
+            if wait:
+                self.log.info("%s", message)
+                raise AirflowRescheduleException(datetime.now(timezone.utc) + HISTORY_POKE) from None
+            raise AirflowFailException(message) from None
         except (DataValidationError, ConfigError, ModelBuildError) as failed:
             # bad data, bad configuration, a model that cannot be built: the same input fails again, so no
             # retries; infrastructure errors (S3, MLflow, the source database) propagate and are retried

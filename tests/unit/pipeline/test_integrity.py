@@ -91,8 +91,9 @@ def test_a_day_run_before_its_predecessors_names_them(store, tmp_path):
     for day in DAYS[:2]:
         assert _run(cfg, store, engine, day) == "ok"
     steps.extract_step(cfg, store, DAYS[5], engine)
-    with pytest.raises(history.IncompleteHistory, match=f"{DAYS[2].ds}, {DAYS[3].ds}, {DAYS[4].ds}"):
+    with pytest.raises(history.IncompleteHistory, match=f"{DAYS[2].ds}, {DAYS[3].ds}, {DAYS[4].ds}") as gap:
         steps.validate_step(cfg, store, DAYS[5])
+    assert gap.value.missing == [DAYS[2].ds, DAYS[3].ds, DAYS[4].ds]  # what the operator asks Airflow about
     # Extracted but not validated yet is missing too: neither validate nor features may read unvalidated rows.
     steps.extract_step(cfg, store, DAYS[2], engine)
     steps.extract_step(cfg, store, DAYS[3], engine)
