@@ -1,6 +1,8 @@
 """mlops: one command line for what users run locally.
 
-    mlops config check [FILE...]     validate pipeline YAMLs (default: every include/pipelines/*.yaml)
+    mlops config check [--offline] [FILE...]
+                                     validate pipeline YAMLs (default: every include/pipelines/*.yaml),
+                                     then run their SQL on the source with no rows (ml_ops.config)
     mlops pipeline dry-run NAME --days N [--end DAY]
                                      a pipeline's steps on N days of its source, into a scratch prefix
                                      and a temporary MLflow store (ml_ops.pipeline.dry_run)
@@ -60,8 +62,13 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     config = sub.add_parser("config", help="pipeline configuration")
     config_sub = config.add_subparsers(dest="action", required=True, metavar="ACTION")
-    check = config_sub.add_parser("check", help="validate pipeline YAMLs (default: all of include/pipelines)")
-    check.add_argument("files", nargs="*", metavar="FILE")
+    # the module's parser has the options (FILE..., --offline)
+    config_sub.add_parser(
+        "check",
+        help="[--offline] [FILE...]: validate pipeline YAMLs (default: all of include/pipelines), then run their "
+        "SQL on the source with no rows and check it returns the columns the YAML names",
+        add_help=False,
+    )
     pipeline = sub.add_parser("pipeline", help="one pipeline before it is switched on: dry-run")
     pipeline_sub = pipeline.add_subparsers(dest="action", required=True, metavar="ACTION")
     for name, (_module, help_) in PIPELINE_ACTIONS.items():
@@ -77,11 +84,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, rest = parser.parse_known_args(argv)
     if args.command == "config":
-        if rest:
-            parser.error(f"unrecognized arguments: {' '.join(rest)}")
         from ml_ops.config import main as config_main
 
-        return _run(config_main, "mlops config check", args.files)
+        return _run(config_main, "mlops config check", rest)
     if args.command == "pipeline":
         module = import_module(PIPELINE_ACTIONS[args.action][0])
         return _run(module.main, f"mlops pipeline {args.action}", rest)

@@ -422,19 +422,149 @@ def load_pipeline_by_name(name: str) -> Pipeline:
     return load_pipeline(path)
 
 
-def main() -> int:
-    """``python -m ml_ops.config [FILE...]``: validate pipeline YAMLs (default: all of them)."""
-    import sys
+# --------------------------------------------------------------------------- mlops config check
 
-    paths = [Path(p) for p in sys.argv[1:]] or pipeline_files()
+_STACK_CONNECTIONS = ("source_db",)  # connections the embedded stack defines (ml_ops.local.stack_env)
+
+
+def _reason(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0]}"
+
+
+def source_engine(conn_id: str) -> tuple[object, str]:
+    """(SQLAlchemy engine, where it came from) for an Airflow connection: ``AIRFLOW_CONN_<ID>`` or the embedded
+    stack's source database as the dry run finds them (``ml_ops.pipeline.dry_run``), else Airflow's secrets
+    backends and metadata DB (``Connection.get_connection_from_secrets``, as ``airflow connections get``).
+    LookupError when none has it."""
+    from ml_ops.pipeline.dry_run import DryRunError, _engine
+
+    var = f"AIRFLOW_CONN_{conn_id.upper()}"
+    try:
+        if os.environ.get(var) or conn_id in _STACK_CONNECTIONS:
+            try:
+                return _engine(conn_id)
+            except DryRunError:
+                pass  # no embedded source database: Airflow's metadata DB may still have the connection
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # Airflow's deprecation notices about its own hook lookup
+            from airflow.models.connection import Connection
+
+            engine = Connection.get_connection_from_secrets(conn_id).get_hook().get_sqlalchemy_engine()
+    except Exception as exc:  # noqa: BLE001 - whatever the reason, the live check cannot run
+        raise LookupError(
+            f"connection {conn_id!r} not resolved ({var} or Airflow's metadata DB): {_reason(exc)}"
+        ) from None
+    return engine, f"connection {conn_id!r} from Airflow's metadata DB / secrets backends"
+
+
+def query_columns(engine, sql: str) -> list[str]:
+    """The columns ``sql`` returns, run as extract runs it (``ml_ops.pipeline.sql.prepare``, the interval bound
+    as timezone-aware datetimes converted the extract's way) inside a wrapper that returns no rows, as the
+    late-rows count wraps it. ``SourceQueryError`` names what the database rejected (table, column, syntax)."""
+    from sqlalchemy import text
+
+    from ml_ops.interval import DayInterval
+    from ml_ops.pipeline.extract import _naive_utc, _named_source_errors
+    from ml_ops.pipeline.sql import prepare
+
+    day = DayInterval.for_day(date.today())
+    query = f"SELECT * FROM ({prepare(sql).rstrip(';')}) AS config_check WHERE 1 = 0"
+    with _named_source_errors(), engine.connect() as conn:
+        return list(conn.execute(text(query), {"start": _naive_utc(day.start), "end": _naive_utc(day.end)}).keys())
+
+
+def _named_columns(cfg: Pipeline) -> dict[str, list[str]]:
+    """YAML field -> the columns it names that the extract query must return."""
+    src, feats = cfg.source, cfg.features
+    fields = {
+        "source.timestamp_column": [src.timestamp_column],
+        "source.id_column": [src.id_column],
+        "features.entity_column": [feats.entity_column],
+        "features.amount_column": [feats.amount_column],
+        "features.numeric": feats.numeric,
+        "features.categorical": feats.categorical,
+    }
+    if cfg.labels is None:  # with a labels: section the label comes from the labels query, not the source row
+        fields["target.column"] = [cfg.target.column]
+        fields["target.label_available_column"] = [cfg.target.label_available_column]
+    return {field: [c for c in cols if c] for field, cols in fields.items()}
+
+
+def _labels_columns(cfg: Pipeline) -> dict[str, list[str]]:
+    lc = cfg.labels
+    return {
+        "labels.id_column" + ("" if lc.id_column else " (default: source.id_column)"): [
+            lc.id_column or cfg.source.id_column
+        ],
+        "labels.label_column" + ("" if lc.label_column else " (default: target.column)"): [
+            lc.label_column or cfg.target.column
+        ],
+        "labels.labelled_at_column": [lc.labelled_at_column],
+    }
+
+
+def live_check(cfg: Pipeline) -> list[tuple[str, str]]:
+    """Run the extract query (and the labels query) on its connection with no rows, and check it returns every
+    column the YAML names. Returns (level, message) lines: ok, warn (the connection cannot be resolved or
+    reached: nothing is known), error (the query fails, or a named column is missing)."""
+    from ml_ops.pipeline.extract import SourceQueryError
+
+    queries = [("source.sql", cfg.source.sql, cfg.source.conn_id, _named_columns(cfg))]
+    if cfg.labels is not None and cfg.labels.sql:
+        queries.append(("labels.sql", cfg.labels.sql, cfg.labels.conn_id or cfg.source.conn_id, _labels_columns(cfg)))
+    lines = []
+    for field, sql_file, conn_id, named in queries:
+        where = f"{sql_file} (pipeline {cfg.name!r}, {field})"
+        try:
+            engine, source = source_engine(conn_id)
+        except LookupError as exc:
+            lines.append(("warn", f"{where} not run (bound parameters checked only; --offline skips this): {exc}"))
+            continue
+        try:
+            returned = query_columns(engine, (include_dir() / sql_file).read_text())
+        except SourceQueryError as exc:
+            lines.append(("error", f"{where} on {source}: {exc}"))
+            continue
+        except Exception as exc:  # noqa: BLE001 - the database cannot be reached: not the YAML's fault
+            lines.append(("warn", f"{where} not run: {source} unreachable: {_reason(exc)}"))
+            continue
+        missing = {f: [c for c in cols if c not in returned] for f, cols in named.items()}
+        for f, cols in missing.items():
+            if cols:
+                lines.append(("error", f"{f}: column(s) {cols} not returned by {where}; it returns {returned}"))
+        if not any(missing.values()):
+            lines.append(("ok", f"{where} runs on {source} and returns every column the YAML names"))
+    return lines
+
+
+def main(argv: list[str] | None = None, prog: str = "python -m ml_ops.config") -> int:
+    """``mlops config check [--offline] [FILE...]``: validate pipeline YAMLs (default: all of them), then run
+    their SQL on the source with no rows (``live_check``) unless ``--offline``. Exit 1 when any has an error."""
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        prog=prog,
+        description="Validate pipeline YAMLs: fields, files, the SQL's bound parameters (:start, :end), then a "
+        "dry run of the SQL on the pipeline's connection returning no rows, which must name every column the YAML "
+        "does. A connection that cannot be resolved is a warning; the static checks still run.",
+    )
+    parser.add_argument("files", nargs="*", metavar="FILE", help="pipeline YAMLs (default: include/pipelines/*.yaml)")
+    parser.add_argument("--offline", action="store_true", help="static checks only: do not run the SQL")
+    args = parser.parse_args(argv)
     failed = 0
-    for path in paths:
+    for path in [Path(p) for p in args.files] or pipeline_files():
         try:
             cfg = load_pipeline(path)
-            print(f"ok    {path.name}: pipeline {cfg.name!r}, DAG {cfg.name}_training")
         except ConfigError as exc:
             failed += 1
             print(f"error {exc}")
+            continue
+        print(f"ok    {path.name}: pipeline {cfg.name!r}, DAG {cfg.name}_training")
+        for level, message in [] if args.offline else live_check(cfg):
+            failed += level == "error"
+            print(f"{level:<5} {path.name}: {message}")
     return 1 if failed else 0
 
 

@@ -36,14 +36,21 @@ def test_help_lists_every_subcommand(capsys):
 
 
 def test_config_check_validates_the_files_given_or_all(capsys, tmp_path):
-    assert cli.main(["config", "check", str(REPO / "include" / "pipelines" / "fraud.yaml")]) == 0
-    assert capsys.readouterr().out.startswith("ok    fraud.yaml")
+    # --offline: the static checks only (the live check of the SQL: tests/unit/pipeline/test_authoring.py)
+    assert cli.main(["config", "check", "--offline", str(REPO / "include" / "pipelines" / "fraud.yaml")]) == 0
+    assert capsys.readouterr().out == "ok    fraud.yaml: pipeline 'fraud', DAG fraud_training\n"
     bad = tmp_path / "bad.yaml"
     bad.write_text("name: bad\n")
-    assert cli.main(["config", "check", str(bad)]) == 1
+    assert cli.main(["config", "check", str(bad), "--offline"]) == 1
     assert "error" in capsys.readouterr().out
-    assert cli.main(["config", "check"]) == 0  # every shipped pipeline
+    assert cli.main(["config", "check", "--offline"]) == 0  # every shipped pipeline
     assert "tumors.yaml" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["config", "check", "--help"])  # the module's own parser
+    assert exc.value.code == 0 and "--offline" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["config", "check", "--online"])
+    assert exc.value.code == 2 and "usage: mlops config check" in capsys.readouterr().err
 
 
 def test_options_after_the_subcommand_reach_the_module_parser_in_order(capsys, tmp_path):
@@ -100,6 +107,7 @@ def test_pipeline_dry_run_reaches_its_module_and_refuses_what_cannot_train(capsy
 def test_python_dash_m_entry_points_still_work():
     for module in (
         "ml_ops.cli",
+        "ml_ops.config",
         "ml_ops.local.stack",
         "ml_ops.local.traffic",
         "ml_ops.local.sim",

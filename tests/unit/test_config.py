@@ -71,3 +71,21 @@ def test_invalid_yaml_is_reported(tmp_path):
     path.write_text("name: [unclosed\n")
     with pytest.raises(ConfigError, match="broken.yaml: not valid YAML"):
         load_pipeline(path)
+
+
+def test_check_warns_when_the_connection_cannot_be_resolved_and_keeps_the_static_checks(tmp_path, monkeypatch, capsys):
+    from ml_ops.config import main
+
+    raw = yaml.safe_load((SHIPPED[0].parent / "fraud.yaml").read_text())
+    raw["source"]["conn_id"] = "nowhere_db"  # neither AIRFLOW_CONN_NOWHERE_DB nor Airflow's metadata DB has it
+    (tmp_path / "fraud.yaml").write_text(yaml.safe_dump(raw))
+    monkeypatch.delenv("AIRFLOW_CONN_NOWHERE_DB", raising=False)
+    assert main([str(tmp_path / "fraud.yaml")]) == 0
+    ok, warn = capsys.readouterr().out.splitlines()
+    assert ok == "ok    fraud.yaml: pipeline 'fraud', DAG fraud_training"
+    assert warn.startswith("warn  fraud.yaml: sql/fraud_extract.sql (pipeline 'fraud', source.sql) not run"), warn
+    assert "connection 'nowhere_db' not resolved" in warn and "AIRFLOW_CONN_NOWHERE_DB" in warn
+    raw["promotion"]["mode"] = "yolo"  # a static error is still one
+    (tmp_path / "fraud.yaml").write_text(yaml.safe_dump(raw))
+    assert main([str(tmp_path / "fraud.yaml")]) == 1
+    assert capsys.readouterr().out.startswith("error fraud.yaml: promotion.mode")
