@@ -26,7 +26,7 @@ from importlib import import_module
 # subcommand -> (module whose main() it runs, one-line help); imported only when chosen: they are heavy
 DELEGATES = {
     "stack": ("ml_ops.local.stack", "start, stop or inspect the embedded stack: up | down | status [--only ...]"),
-    "demo": ("ml_ops.local.demo", "stack up, fraud pipeline over simulated days, a canary rollout, summary"),
+    "demo": ("ml_ops.local.demo", "the loop by itself: concept change, alarm, retrain, gate, canary, promotion"),
     "traffic": ("ml_ops.local.traffic", "fresh simulated events (none trained on) to the gateway, labels late"),
     "sim": ("ml_ops.local.sim.__main__", "load simulated source days: fraud | tumors --db URL --start DAY --days N"),
 }
