@@ -30,7 +30,7 @@ demo: install
 	$(BIN)/mlops demo
 
 test: install
-	$(BIN)/pytest -q -n 2 --dist loadgroup --no-loadscope-reorder
+	$(BIN)/pytest -q -n 2 --dist loadscope --no-loadscope-reorder
 
 bench: install
 	@set -e; for f in bench/*.py; do [ -e "$$f" ] || continue; echo "== $$f"; $(BIN)/python $$f; done
