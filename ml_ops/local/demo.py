@@ -370,7 +370,7 @@ def canary_lines(stack, cfg, client, run: dict | None) -> list[str]:
                 )
                 for m in v.get("metrics", []):
                     if m["verdict"] == "nodata":
-                        lines.append(f"      {m['name']:12s} no data yet ({m['reason'][:90]})")
+                        lines.append(f"      {m['name']:12s} no data yet ({m['reason'][:140]})")
                         continue
                     pos = (
                         f", positives {m['positives_canary']}/{m['positives_champion']}"
