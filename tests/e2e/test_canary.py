@@ -1,5 +1,5 @@
 """Canary rollouts through the real stack: Airflow's canary DAG (deferrable, on the triggerer), the
-serving gateway taking replayed traffic, MLflow aliases and S3 logs. Short steps (30 s) so a full
+serving gateway taking fresh simulated traffic, MLflow aliases and S3 logs. Short steps (30 s) so a full
 rollout fits in a few minutes; everything else is as deployed."""
 
 from __future__ import annotations
@@ -24,7 +24,8 @@ pytestmark = pytest.mark.e2e
 DAG = "fraud_canary"
 D0 = date(2026, 3, 1)
 DAYS = 5
-# 10 → 25 → 50 → 100 % as in production, 30 s per step; thresholds sized for ~60 requests/s of replay (the
+SEED, ROWS_PER_DAY = 5, 2000  # this world's simulator arguments: the traffic continues the same customers
+# 10 → 25 → 50 → 100 % as in production, 30 s per step; thresholds sized for ~60 requests/s of traffic (the
 # quality metrics need labelled positives on both sides: ~2.5 % of rows are fraud).
 FAST = {
     "steps": [10, 25, 50, 100],
@@ -98,7 +99,7 @@ def world(inbox, canary_include):
     with running_stack(inbox, env, prefix="mlops-e2e-canary-") as stack:
         cfg = load_pipeline_by_name("fraud")
         store = ObjectStore(stack.s3_client())
-        raw = generate_transactions(D0, DAYS, rows_per_day=2000, seed=5, label_delay_days=1)
+        raw = generate_transactions(D0, DAYS, rows_per_day=ROWS_PER_DAY, seed=SEED, label_delay_days=1)
         load_source(stack.source_db_url, "transactions", raw)  # what the training DAG extracts
         days = [DayInterval.for_day(D0 + timedelta(days=i)) for i in range(DAYS)]
         for d in days:  # in order, as the training DAG does: features read only validated earlier days
@@ -190,14 +191,15 @@ def _wait_gateway_serves(stack, champion: int, timeout: float = 120) -> None:
 
 
 @contextmanager
-def replayed_traffic(world, rate: float = RATE):
-    """The simulator's transactions replayed to the gateway in the background, labels posted 1 s later."""
-    from ml_ops.local.traffic import replay
+def fresh_traffic(world, rate: float = RATE):
+    """Fresh days of this world (after the last extracted day: no model trained on them) sent to the gateway in
+    the background, each label posted 1 s per simulated day of its delay later."""
+    from ml_ops.local.traffic import World, send_traffic
 
     stop, result = threading.Event(), {}
 
     def run():
-        result["stats"] = replay(
+        result["stats"] = send_traffic(
             world["cfg"],
             world["store"],
             world["stack"].gateway_url,
@@ -206,6 +208,7 @@ def replayed_traffic(world, rate: float = RATE):
             label_delay=1.0,
             stop_event=stop,
             token=world["stack"].gateway_token,  # feedback needs the gateway's token
+            world=World(seed=SEED, rows_per_day=ROWS_PER_DAY),
         )
 
     thread = threading.Thread(target=run, daemon=True)
@@ -248,7 +251,7 @@ def test_better_challenger_is_promoted_through_every_step_and_survives_a_gateway
 
     stack, cfg, store, airflow = world["stack"], world["cfg"], world["store"], world["airflow"]
     v_old, v_new = world["versions"]["champion"], world["versions"]["challenger"]
-    with replayed_traffic(world):
+    with fresh_traffic(world):
         run_id = airflow.trigger(DAG, conf={**FAST, **FORCED, "version": v_new})
         # wait for step 2 (25 %), then restart the gateway in the middle of it
         deadline = time.monotonic() + 300
@@ -304,7 +307,7 @@ def test_faulty_canary_is_rolled_back_at_the_first_step_and_the_champion_never_f
     champion = _champion(world)
     bad = register_variant(stack.mlflow_url, "fraud", champion, seed=1, **fault)
     started = pd.Timestamp.now(tz="UTC")
-    with replayed_traffic(world) as traffic:
+    with fresh_traffic(world) as traffic:
         _, state, outcome = _run_canary(world, bad)
     stats = traffic["stats"]
     assert state == "success" and outcome["outcome"] == "rolled_back", outcome
@@ -349,7 +352,7 @@ def test_worse_model_of_the_same_cost_is_rolled_back_by_a_quality_metric(world, 
     client = world["client"]
     weak, champion = world["versions"]["weak"], _champion(world)
     assert world["metrics"]["weak"]["roc_auc"] < world["metrics"]["champion"]["roc_auc"] - 0.05, world["metrics"]
-    with replayed_traffic(world, rate=100):
+    with fresh_traffic(world, rate=100):
         _, state, outcome = _run_canary(world, weak, steps=[50, 100], max_extensions=6, min_per_class=30)
     assert state == "success" and outcome["outcome"] == "rolled_back", outcome
     assert outcome["step"] == 1, outcome
@@ -378,7 +381,7 @@ def test_a_gate_win_starts_the_canary_through_its_asset_and_is_promoted(world, i
     decision = store.read_jsonl(layout.decision_log(cfg.prefix()))[-1]
     assert decision["promote"] is True and decision["key"] == f"fraud:v{challenger}", decision
 
-    with replayed_traffic(world):
+    with fresh_traffic(world):
         deadline, started = time.monotonic() + 180, []
         while not started and time.monotonic() < deadline:
             started = [r for r in airflow.dag_runs(DAG) if r["dag_run_id"] not in runs_before]
