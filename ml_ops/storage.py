@@ -3,20 +3,63 @@
 Every object is written whole in one PUT (multipart uploads too become visible only when
 completed), so a reader sees the old object or the new one, never a partial file. Writes
 overwrite their own partition, which makes re-running a task for the same interval idempotent.
+
+Server-side encryption is requested on every write (``put_bytes`` and ``upload_file``, which every other
+writer goes through), as ``MLOPS_S3_SSE`` says (read when the store is built):
+
+* ``auto`` (default): ``ServerSideEncryption=AES256`` (SSE-S3); an endpoint that refuses SSE (MinIO without a
+  KMS answers ``NotImplemented``) gets the write without it, once logged as an error per store;
+* ``AES256`` / ``aws:kms`` (with ``MLOPS_S3_SSE_KMS_KEY_ID``, else the bucket's default KMS key): required, a
+  refusal fails the write;
+* ``off``: nothing requested.
+
+The embedded stack's rclone endpoint accepts the header and ignores it (objects are stored in plain files, the
+response names no encryption): encryption at rest there is the disk's.
 """
 
 from __future__ import annotations
 
 import io
 import json
+import logging
 import os
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
 if TYPE_CHECKING:
     import pandas as pd
+
+
+log = logging.getLogger(__name__)
+
+SSE_MODES = ("auto", "AES256", "aws:kms", "off")
+# Error codes an endpoint answers when it cannot do server-side encryption (MinIO without a KMS: NotImplemented)
+_SSE_REFUSED = ("NotImplemented", "InvalidEncryptionAlgorithmError", "KMS.NotConfigured", "InvalidArgument")
+
+
+def sse_from_env(environ: dict | None = None) -> tuple[str, dict[str, str]]:
+    """``(mode, extra PUT arguments)`` from ``MLOPS_S3_SSE`` (and ``MLOPS_S3_SSE_KMS_KEY_ID``)."""
+    env = os.environ if environ is None else environ
+    raw = (env.get("MLOPS_S3_SSE") or "auto").strip()
+    mode = {"aes256": "AES256", "aws:kms": "aws:kms", "kms": "aws:kms", "auto": "auto", "off": "off", "none": "off"}
+    mode = mode.get(raw.lower(), mode.get(raw, raw))
+    if mode not in SSE_MODES:
+        raise ValueError(f"MLOPS_S3_SSE={raw!r}: expected one of {', '.join(SSE_MODES)}")
+    if mode == "off":
+        return mode, {}
+    if mode == "aws:kms":
+        key = env.get("MLOPS_S3_SSE_KMS_KEY_ID")
+        return mode, {"ServerSideEncryption": "aws:kms", **({"SSEKMSKeyId": key} if key else {})}
+    return mode, {"ServerSideEncryption": "AES256"}
+
+
+def _sse_refused(exc: BaseException) -> bool:
+    response = getattr(exc, "response", None) or {}
+    error = response.get("Error", {}) if isinstance(response, dict) else {}
+    code, message = str(error.get("Code", "")), str(error.get("Message", "")).lower()
+    return code in _SSE_REFUSED and (code == "NotImplemented" or "encrypt" in message or "kms" in message)
 
 
 def parse_uri(uri: str) -> tuple[str, str]:
@@ -29,11 +72,39 @@ def parse_uri(uri: str) -> tuple[str, str]:
 @dataclass
 class ObjectStore:
     client: Any  # a boto3 S3 client
+    sse: str | None = None  # MLOPS_S3_SSE mode (module docstring); None: read from the environment
+    sse_args: dict[str, str] = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        mode, args = sse_from_env()
+        if self.sse is not None:
+            mode, args = sse_from_env({**os.environ, "MLOPS_S3_SSE": self.sse})
+        self.sse, self.sse_args = mode, args
+
+    def _encrypted(self, write, *args, **kwargs):
+        """Run one write with the SSE arguments (``write(*args, sse_args, **kwargs)``); in ``auto`` mode an
+        endpoint that refuses SSE gets the write without it, and the store stops asking."""
+        if not self.sse_args:
+            return write(*args, {}, **kwargs)
+        try:
+            return write(*args, self.sse_args, **kwargs)
+        except Exception as exc:
+            if self.sse != "auto" or not _sse_refused(exc):
+                raise
+            log.error(
+                "the S3 endpoint refuses server-side encryption (%s): objects are written without it "
+                "(MLOPS_S3_SSE=auto; set AES256 to make this an error, off to stop asking)",
+                exc,
+            )
+            self.sse, self.sse_args = "off", {}
+            return write(*args, {}, **kwargs)
 
     # --- bytes -------------------------------------------------------------------------------
     def put_bytes(self, uri: str, data: bytes, content_type: str = "application/octet-stream") -> str:
         bucket, key = parse_uri(uri)
-        self.client.put_object(Bucket=bucket, Key=key, Body=data, ContentType=content_type)
+        self._encrypted(
+            lambda sse: self.client.put_object(Bucket=bucket, Key=key, Body=data, ContentType=content_type, **sse)
+        )
         return uri
 
     def get_bytes(self, uri: str) -> bytes:
@@ -77,7 +148,7 @@ class ObjectStore:
     # --- files -------------------------------------------------------------------------------
     def upload_file(self, path: str, uri: str) -> str:
         bucket, key = parse_uri(uri)
-        self.client.upload_file(path, bucket, key)
+        self._encrypted(lambda sse: self.client.upload_file(path, bucket, key, ExtraArgs=dict(sse) or None))
         return uri
 
     def download_file(self, uri: str, path: str) -> str:
