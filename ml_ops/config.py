@@ -269,6 +269,33 @@ class Serving(_Strict):
     )
 
 
+class Retention(_Strict):
+    """Days each stored prefix keeps its day partitions, counted back from the day the retention task runs for
+    (null: kept forever). Enforced daily by the monitoring DAG's ``retention`` task (``ml_ops.privacy``)."""
+
+    serving_logs: int | None = Field(90, ge=1, description="gateway prediction logs (and their dead letters)")
+    feedback: int | None = Field(90, ge=1, description="labels posted to the gateway (and their dead letters)")
+    raw: int | None = Field(365, ge=1, description="extracted source rows, with their validation reports")
+    features: int | None = Field(365, ge=1, description="feature partitions")
+    labels: int | None = Field(365, ge=1, description="joined labels (pipelines with a labels: section)")
+
+
+class Privacy(_Strict):
+    """Personal data in what the pipeline stores (``ml_ops.privacy``)."""
+
+    personal_columns: list[str] = Field(
+        [],
+        description="columns that identify a person (e.g. customer_id): stored in the gateway's prediction logs "
+        "as keyed hashes (HMAC-SHA256), matched by the erasure DAG; never a model input",
+    )
+    key_name: str = Field(
+        "MLOPS_PRIVACY_KEY",
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,127}$",
+        description="environment variable (or Airflow Variable) holding the HMAC key",
+    )
+    retention_days: Retention = Retention()
+
+
 class CanaryMetric(_Strict):
     """One judged metric: canary vs champion, Kayenta style (ml_ops.rollout.judge)."""
 
@@ -360,9 +387,62 @@ class Pipeline(_Strict):
     monitoring: Monitoring = Monitoring()
     serving: Serving = Serving()
     canary: Canary = Canary()
+    privacy: Privacy = Privacy()
     bucket: str = Field(default_factory=lambda: os.environ.get("MLOPS_BUCKET", "mlops"))
     aws_conn_id: str = "aws_default"
     mlflow_conn_id: str = "mlflow_default"
+
+    @model_validator(mode="after")
+    def _personal_columns_are_not_inputs(self) -> Pipeline:
+        personal = set(self.privacy.personal_columns)
+        inputs = {
+            "features.numeric": self.features.numeric,
+            "features.categorical": self.features.categorical,
+            "source.id_column": [self.source.id_column],  # joins feedback to events: kept clear
+            "target.column": [self.target.column],
+        }
+        for field, columns in inputs.items():
+            clash = [c for c in columns if c in personal]
+            if clash:
+                what = "joins feedback to served events" if field == "source.id_column" else "is a model input"
+                raise ValueError(
+                    f"privacy.personal_columns: {clash} named in {field}, which {what}; a personal column is "
+                    f"stored hashed and cannot be one (remove it from {field} or from privacy.personal_columns)"
+                )
+        r, needed = self.privacy.retention_days, self.training_days_needed
+        for stage in ("raw", "features", "labels"):
+            days = getattr(r, stage)
+            if days is not None and days < needed:
+                raise ValueError(
+                    f"privacy.retention_days.{stage}: {days} days is less than the {needed} days training and "
+                    "validation read (training window + holdout + label delay + feature lookback + validation history)"
+                )
+        if self.labels is not None and self.labels.feedback:
+            for stage in ("serving_logs", "feedback"):
+                days = getattr(r, stage)
+                if days is not None and days < self.labels.trailing_days:
+                    raise ValueError(
+                        f"privacy.retention_days.{stage}: {days} days is less than labels.trailing_days "
+                        f"({self.labels.trailing_days}): feedback would expire before its labels are joined"
+                    )
+        return self
+
+    @property
+    def training_days_needed(self) -> int:
+        """Days of raw/features/labels history the steps read back from a run's day."""
+        t = self.training
+        return (
+            t.window_days
+            + t.holdout_days
+            + self.target.label_delay_days
+            + self.features.lookback_days
+            + self.validation.history_days
+            + 1
+        )
+
+    @property
+    def personal_columns(self) -> list[str]:
+        return list(self.privacy.personal_columns)
 
     @property
     def feature_columns(self) -> list[str]:

@@ -23,6 +23,8 @@ S3 layout under ``s3://<bucket>/pipelines/<pipeline>/`` (the pipeline's *prefix*
                                                          parquet, one JSON line each with the reason
     drift/ds=YYYY-MM-DD/{report.html,result.json}        nightly monitoring
     drift/retrain_log.jsonl                              retrain requests (cooldown)
+    privacy/erasure_log.jsonl                            erasures of one entity: who, why, objects, row counts
+    privacy/retention_log.jsonl                          retention runs: partitions deleted per prefix
 
 A dry run (``mlops pipeline dry-run``) writes the same layout under the pipeline's *scratch prefix*
 ``s3://<bucket>/scratch/dry-run/<pipeline>/``, never under ``pipelines/``.
@@ -67,6 +69,7 @@ DRIFT = "drift"
 SERVING_LOGS = "serving_logs"
 FEEDBACK = "feedback"
 DEAD_LETTER = "dead_letter"  # <prefix>/dead_letter/<stage>/ds=<day>/hour=<hh>/part-*.jsonl
+PRIVACY = "privacy"  # audit logs of erasures and retention (ml_ops.privacy); never itself expired
 
 DATA_FILE = "data.parquet"
 RESULT_FILE = "result.json"
@@ -158,6 +161,16 @@ def unmatched_labels_log(prefix: str) -> str:
 
 def retrain_log(prefix: str) -> str:
     return f"{stage_prefix(prefix, DRIFT)}/retrain_log.jsonl"
+
+
+def erasure_log(prefix: str) -> str:
+    """Append-only audit of erasures (``ml_ops.privacy.erase_entity``): who, why, when, objects and rows."""
+    return f"{stage_prefix(prefix, PRIVACY)}/erasure_log.jsonl"
+
+
+def retention_log(prefix: str) -> str:
+    """Append-only audit of retention runs (``ml_ops.privacy.enforce_retention``): partitions deleted."""
+    return f"{stage_prefix(prefix, PRIVACY)}/retention_log.jsonl"
 
 
 # A report key the plugin's route serves: pipelines/<p>/<validation|drift>/ds=<day>/<file>.<html|json>

@@ -196,13 +196,16 @@ in the error stream. An alarm sends email/Slack and requests a retrain (Asset `{
 once per {cooldown} days.
 
 Manual trigger: Params `data_date`, or `start_date`/`end_date` for a backfill of reports, and `columns`.
+
+**Retention** (task `retention`, beside the report): day partitions older than `privacy.retention_days`,
+counted back from the run's day, are deleted ({retention}); audit in `{retention_log}`.
 """
 
 
 def build_monitoring_dag(cfg: Pipeline):
     from airflow.sdk import DAG, CronDataIntervalTimetable, Param, task
 
-    from ml_ops.airflow.operators import DriftOperator
+    from ml_ops.airflow.operators import DriftOperator, RetentionOperator
 
     m = cfg.monitoring
     scheduled = m.schedule and schedules_mode() == "on"
@@ -221,6 +224,11 @@ def build_monitoring_dag(cfg: Pipeline):
             effect=m.min_effect,
             drop=m.quality_drop,
             cooldown=m.retrain_cooldown_days,
+            retention=", ".join(
+                f"{k} {v} days" if v is not None else f"{k} kept"
+                for k, v in cfg.privacy.retention_days.model_dump().items()
+            ),
+            retention_log=layout.retention_log(cfg.prefix()),
         ),
         params={
             "data_date": day_param("Day to report on"),
@@ -254,6 +262,56 @@ def build_monitoring_dag(cfg: Pipeline):
             return request
 
         request_retrain(retrain_due(drift.output))
+        RetentionOperator(task_id="retention", pipeline=cfg.name)  # independent of the report: runs either way
+    return dag
+
+
+ERASURE_DOC = """\
+### {name}: erase one person's data
+
+Manual trigger only. Removes every row of Params `entity_id` (matched in {columns}) from every partition of
+`{prefix}/{{raw,features,labels,serving_logs,feedback}}/` and the logs' dead letters: raw values in raw and
+features, the keyed hash (HMAC-SHA256, key `{key}`) in the serving logs, the entity's events in labels, the
+labels posted for its predictions in feedback. Each affected object is rewritten whole (atomically); a raw
+day stays validated. The audit record (who triggered it, Params `reason`, when, every object with its row
+counts; the entity only as its keyed hash) is appended to `{audit}`.
+
+Models already trained on the entity's rows are not retrained by this DAG.
+"""
+
+
+def build_erasure_dag(cfg: Pipeline):
+    from airflow.sdk import DAG, Param
+
+    from ml_ops.airflow.operators import EraseEntityOperator
+
+    columns = cfg.personal_columns or [c for c in [cfg.features.entity_column] if c]
+    with DAG(
+        dag_id=f"{cfg.name}_erasure",
+        description=f"{cfg.name}: erase every row of one person (manual trigger)",
+        schedule=None,
+        start_date=datetime.combine(cfg.start_date, datetime.min.time(), tzinfo=timezone.utc),
+        catchup=False,
+        max_active_runs=1,  # objects are rewritten whole: one erasure at a time
+        tags=["ml-ops", "privacy", cfg.name, *cfg.tags],
+        doc_md=ERASURE_DOC.format(
+            name=cfg.name,
+            columns=", ".join(f"`{c}`" for c in columns) or "no column (set privacy.personal_columns)",
+            prefix=cfg.prefix(),
+            key=cfg.privacy.key_name,
+            audit=layout.erasure_log(cfg.prefix()),
+        ),
+        params={
+            "entity_id": Param(  # required: no default (manual trigger only)
+                type="string", minLength=1, maxLength=256, description=f"The id to erase ({', '.join(columns)})"
+            ),
+            "reason": Param(
+                type="string", minLength=1, maxLength=500, description="Why (e.g. the request's ticket; recorded)"
+            ),
+        },
+        default_args=default_args(cfg),
+    ) as dag:
+        EraseEntityOperator(task_id="erase", pipeline=cfg.name, execution_timeout=timedelta(hours=2))
     return dag
 
 
@@ -403,7 +461,14 @@ def build_rollback_dag(cfg: Pipeline):
 
 
 def build_pipeline_dags(cfg: Pipeline) -> dict:
-    dags = [build_training_dag(cfg), build_monitoring_dag(cfg), build_canary_dag(cfg), build_rollback_dag(cfg)]
+    dags = [
+        build_training_dag(cfg),
+        build_monitoring_dag(cfg),
+        build_canary_dag(cfg),
+        build_rollback_dag(cfg),
+    ]
+    if cfg.personal_columns or cfg.features.entity_column:  # a pipeline without people has nothing to erase
+        dags.append(build_erasure_dag(cfg))
     return {dag.dag_id: dag for dag in dags}
 
 

@@ -171,19 +171,28 @@ class StackConfig:
         """Bearer token of the gateway's admin routes: MLOPS_GATEWAY_TOKEN, else generated once."""
         return os.environ.get("MLOPS_GATEWAY_TOKEN") or self._secrets()["gateway_token"]
 
+    @property
+    def privacy_key(self) -> str:
+        """HMAC key of the personal columns in prediction logs (ml_ops.privacy): MLOPS_PRIVACY_KEY, else
+        generated once. Losing it breaks erasure by hash of what was logged before: it is kept with the home."""
+        return os.environ.get("MLOPS_PRIVACY_KEY") or self._secrets()["privacy_key"]
+
     def _secrets(self) -> dict[str, str]:
-        """Fernet key, JWT/API secrets and the gateway token, generated once and shared by every component."""
+        """Fernet key, JWT/API secrets, the gateway token and the privacy key, generated once and shared by every
+        component. A home from before a secret existed keeps what it has and gains the missing ones."""
         path = self.home / "secrets.json"
         known = json.loads(path.read_text()) if path.exists() else {}
-        if "gateway_token" in known:
-            return known
-        values = {  # a home from before the gateway keeps its Airflow secrets and gains a token
-            "fernet_key": base64.urlsafe_b64encode(os.urandom(32)).decode(),
-            "jwt_secret": secrets.token_urlsafe(32),
-            "api_secret_key": secrets.token_urlsafe(32),
-            **known,
-            "gateway_token": secrets.token_urlsafe(32),
+        generate = {
+            "fernet_key": lambda: base64.urlsafe_b64encode(os.urandom(32)).decode(),
+            "jwt_secret": lambda: secrets.token_urlsafe(32),
+            "api_secret_key": lambda: secrets.token_urlsafe(32),
+            "gateway_token": lambda: secrets.token_urlsafe(32),
+            "privacy_key": lambda: secrets.token_urlsafe(32),
         }
+        missing = [k for k in generate if k not in known]
+        if not missing:
+            return known
+        values = {**known, **{k: generate[k]() for k in missing}}
         write_private(path, json.dumps(values))
         return values
 
@@ -245,6 +254,7 @@ class StackConfig:
             # No MLFLOW_TRACKING_URI: tasks reach MLflow only through the mlflow_default connection, as in
             # docker-compose.yaml (exporting it here once hid code that relied on the global tracking URI).
             "MLOPS_GATEWAY_URL": self.gateway_url,
+            "MLOPS_PRIVACY_KEY": self.privacy_key,  # the erasure DAG matches the logs' keyed hashes with it
         }
         if self.celery:
             identity["AIRFLOW__CELERY__BROKER_URL"] = self.broker_url or ""
@@ -322,6 +332,7 @@ class StackConfig:
             "MLOPS_GATEWAY_HOST": "127.0.0.1",
             "MLOPS_GATEWAY_PORT": str(self.gateway_port),
             "MLOPS_GATEWAY_TOKEN": self.gateway_token,
+            "MLOPS_PRIVACY_KEY": self.privacy_key,  # personal columns are logged as keyed hashes
             **_CHECKSUMS,
         }
 

@@ -6,6 +6,9 @@ signature says) and the routing key / id columns when sent. Failed requests are 
 error as one row per input row (score NaN, ``error`` set); a request refused before a model was chosen
 (bad body, no champion) as a single row with ``version``/``route`` null.
 
+Personal columns (``privacy.personal_columns``, and ``routing_key`` when the routing key is one) are logged as
+keyed hashes (``ml_ops.privacy.Pseudonymizer``); routing uses the raw value before anything is logged.
+
 Feedback labels only requests this process served (``ml_ops.serving.served``: bounded, time-limited, in
 memory; what that means across a restart is said there).
 """
@@ -22,6 +25,7 @@ from datetime import datetime, timezone
 import numpy as np
 
 from ml_ops.layout import CANARY, CHAMPION
+from ml_ops.privacy import Pseudonymizer
 from ml_ops.rollout.deployment import FEEDBACK_COLUMNS, LOG_COLUMNS, feedback_prefix, serving_logs_prefix
 from ml_ops.serving.errors import RequestError
 from ml_ops.serving.logbuffer import PartitionedLog
@@ -91,6 +95,16 @@ class Gateway:
             on_dead_letter=lambda name, n, why: m.log_dead_letter.labels("feedback").inc(n),
         )
         self._served: dict[str, ServedIndex] = {}
+        self._pseudonymizers: dict[tuple, Pseudonymizer] = {}
+
+    def pseudonymizer(self, dep: Deployment) -> Pseudonymizer:
+        """The pipeline's keyed hashing of personal columns (the key is read once per configuration)."""
+        cfg = dep.cfg
+        ident = (cfg.name, tuple(cfg.personal_columns), cfg.privacy.key_name, cfg.routing_key)
+        found = self._pseudonymizers.get(ident)
+        if found is None:
+            found = self._pseudonymizers[ident] = Pseudonymizer.for_pipeline(cfg)
+        return found
 
     # ---- lifecycle ------------------------------------------------------------------------------------
     def start(self) -> None:
@@ -303,6 +317,7 @@ class Gateway:
             values = table.data.get(c)
             if values is not None and c not in typed:
                 columns[c] = _text(values if whole else [values[i] for i in rows])
+        self.pseudonymizer(dep).apply(columns)
         self.logs.append(serving_logs_prefix(dep.cfg), ts, n, columns, dep.log_dtypes)
 
     def _log_refused(
@@ -322,6 +337,7 @@ class Gateway:
             "score": np.nan,
             "error": _loggable(f"{err.status}: {err.message}"),
         }
+        self.pseudonymizer(dep).apply(columns)
         self.logs.append(serving_logs_prefix(dep.cfg), ts, 1, columns, dep.log_dtypes)
 
     # ---- feedback -------------------------------------------------------------------------------------

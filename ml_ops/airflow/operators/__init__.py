@@ -12,17 +12,20 @@ from ml_ops.airflow.operators.pipeline import (
     TrainOperator,
     ValidateOperator,
 )
+from ml_ops.airflow.operators.privacy import EraseEntityOperator, RetentionOperator
 
 __all__ = [
     "CanaryOperator",
     "CompareOperator",
     "DriftOperator",
+    "EraseEntityOperator",
     "ExtractOperator",
     "FeaturesOperator",
     "LabelsOperator",
     "PipelineOperator",
     "PromoteOperator",
     "ReleaseTrafficOperator",
+    "RetentionOperator",
     "RollbackOperator",
     "TrainOperator",
     "ValidateOperator",
