@@ -37,13 +37,21 @@ def pytest_collection_modifyitems(config, items):
     items.sort(key=lambda item: rank.get(group_of(item.nodeid), len(rank)))
 
 
-def pytest_xdist_make_scheduler(config, log):
-    from xdist.scheduler import LoadScopeScheduling
+class XdistGroups:
+    """Registered only when xdist is loaded (`-p no:xdist` must keep working): its hook is xdist's."""
 
-    class GroupScheduling(LoadScopeScheduling):
-        """xdist's load-by-scope scheduling with our groups as the scopes, in collection order."""
+    def pytest_xdist_make_scheduler(self, config, log):
+        from xdist.scheduler import LoadScopeScheduling
 
-        def _split_scope(self, nodeid: str) -> str:
-            return group_of(nodeid)
+        class GroupScheduling(LoadScopeScheduling):
+            """xdist's load-by-scope scheduling with our groups as the scopes, in collection order."""
 
-    return GroupScheduling(config, log)
+            def _split_scope(self, nodeid: str) -> str:
+                return group_of(nodeid)
+
+        return GroupScheduling(config, log)
+
+
+def pytest_configure(config):
+    if config.pluginmanager.hasplugin("xdist"):
+        config.pluginmanager.register(XdistGroups(), "mlops-xdist-groups")
