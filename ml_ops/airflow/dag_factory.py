@@ -197,8 +197,9 @@ once per {cooldown} days.
 
 Manual trigger: Params `data_date`, or `start_date`/`end_date` for a backfill of reports, and `columns`.
 
-**Retention** (task `retention`, beside the report): day partitions older than `privacy.retention_days`,
-counted back from the run's day, are deleted ({retention}); audit in `{retention_log}`.
+**Retention** (task `retention`, beside the report; scheduled runs only, skipped in manual and backfill runs):
+day partitions older than `privacy.retention_days`, counted back from the run's day, are deleted ({retention});
+audit in `{retention_log}`.
 """
 
 

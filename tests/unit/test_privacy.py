@@ -168,7 +168,11 @@ def test_erasure_needs_the_key_when_logs_are_hashed(store, world):
 def test_retention_deletes_only_what_is_older(store):
     cfg = _cfg("fraud_retention")
     cfg = cfg.model_copy(
-        update={"privacy": cfg.privacy.model_copy(update={"retention_days": Retention(serving_logs=30, feedback=30, raw=400)})}
+        update={
+            "privacy": cfg.privacy.model_copy(
+                update={"retention_days": Retention(serving_logs=30, feedback=30, raw=400)}
+            )
+        }
     )
     prefix, today = cfg.prefix(), date(2026, 6, 30)
     df = pd.DataFrame({"x": [1]})
@@ -299,3 +303,52 @@ def test_erasure_dag_and_retention_task():
     assert dag.dag_id == "fraud_erasure" and dag.schedule is None and [t.task_id for t in dag.tasks] == ["erase"]
     assert set(dag.params.keys()) == {"entity_id", "reason"}
     assert "retention" in {t.task_id for t in build_monitoring_dag(cfg).tasks}
+
+
+def _context(run_type: str, **params):
+    from types import SimpleNamespace
+
+    day = datetime(2026, 6, 29, tzinfo=timezone.utc)
+    return {
+        "params": params,
+        "dag_run": SimpleNamespace(run_type=run_type, triggering_user_name="admin" if run_type == "manual" else None),
+        "run_id": f"{run_type}__2026-06-29",
+        "ti": SimpleNamespace(try_number=1),
+        "data_interval_start": day,
+        "data_interval_end": day + timedelta(days=1),
+        "logical_date": day,
+    }
+
+
+def test_operators_retention_on_scheduled_runs_only_and_erasure_audited_with_the_user(store, monkeypatch):
+    from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
+
+    from ml_ops.airflow.operators import EraseEntityOperator, RetentionOperator
+
+    cfg = _cfg("fraud_privacy_ops")
+    old = date(2026, 6, 30) - timedelta(days=200)
+    part = store.write_parquet(
+        pd.DataFrame({"request_id": ["r"], "row": [0], "customer_id": [keyed_hash(KEY, "c-9")]}),
+        layout.hourly_part(
+            layout.stage_prefix(cfg.prefix(), layout.SERVING_LOGS), old.isoformat(), 1, "part-x.parquet"
+        ),
+    )
+    retention = RetentionOperator(task_id="retention", pipeline=cfg.name)
+    retention.cfg, retention.store = cfg, lambda: store
+    with pytest.raises(AirflowSkipException, match="scheduled nightly run only"):
+        retention.execute(_context("manual"))
+    assert store.exists(part)
+    result = retention.execute(_context("scheduled"))
+    assert result["prefixes"]["serving_logs"]["days"] == [old.isoformat()] and not store.exists(part)
+    assert store.read_jsonl(layout.retention_log(cfg.prefix()))[0]["by"] == "scheduled run scheduled__2026-06-29"
+
+    erase = EraseEntityOperator(task_id="erase", pipeline=cfg.name)
+    erase.cfg, erase.store = cfg, lambda: store
+    monkeypatch.setenv("MLOPS_PRIVACY_KEY", KEY.decode())
+    out = erase.execute(_context("manual", entity_id="c-9", reason="ticket 7"))
+    assert out["by"] == "user admin" and out["reason"] == "ticket 7" and out["objects"] == 0
+    (audit,) = store.read_jsonl(layout.erasure_log(cfg.prefix()))
+    assert audit["by"] == "user admin" and audit["entity"] == keyed_hash(KEY, "c-9")
+    monkeypatch.delenv("MLOPS_PRIVACY_KEY")
+    with pytest.raises(AirflowFailException, match="MLOPS_PRIVACY_KEY"):  # no key: fails at once, no retries
+        erase.execute(_context("manual", entity_id="c-9", reason="ticket 7"))

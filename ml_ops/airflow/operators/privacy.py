@@ -6,14 +6,28 @@ from __future__ import annotations
 from ml_ops.airflow.operators.pipeline import PipelineOperator, triggered_by
 
 
+def run_type(context) -> str:
+    run = context.get("dag_run")
+    kind = getattr(run, "run_type", None)
+    return str(getattr(kind, "value", kind) or "")
+
+
 class RetentionOperator(PipelineOperator):
     """Deletes day partitions older than ``privacy.retention_days`` (counted back from the run's day); one audit
-    line in ``privacy/retention_log.jsonl``. XCom: objects deleted per prefix."""
+    line in ``privacy/retention_log.jsonl``. XCom: objects deleted per prefix.
+
+    Only the scheduled (nightly) run enforces it; a manual, backfill or Asset-triggered run is skipped here: its
+    day may be any day (a manual run's is the trigger's moment), and replayed or simulated history must not be
+    expired by a report someone asked for."""
 
     def run_step(self, context, interval):
         from datetime import date
 
+        from ml_ops.pipeline.steps import SkipStep
         from ml_ops.privacy import enforce_retention
+
+        if run_type(context) != "scheduled":
+            raise SkipStep(f"retention runs on the scheduled nightly run only (this is a {run_type(context)} run)")
 
         return enforce_retention(
             self.cfg,
