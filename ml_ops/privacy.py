@@ -24,7 +24,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import json
 import logging
@@ -81,7 +80,7 @@ def keyed_hash(key: bytes, value) -> str | None:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return None
     text = value if isinstance(value, str) else str(value)
-    return hmac.new(key, text.encode("utf-8", "surrogatepass"), hashlib.sha256).hexdigest()
+    return hmac.digest(key, text.encode("utf-8", "surrogatepass"), "sha256").hex()  # = hmac.new(...).hexdigest()
 
 
 class Pseudonymizer:
@@ -94,6 +93,9 @@ class Pseudonymizer:
             self.columns.add("routing_key")
         self.key = key
         self._warned = False
+        self._cache: dict[str, str | None] = {}  # customers come back: most values are hashed once
+
+    CACHE_SIZE = 100_000  # entries (~20 MB); emptied when full
 
     @classmethod
     def for_pipeline(cls, cfg: Pipeline, *, airflow: bool = False) -> Pseudonymizer:
@@ -106,7 +108,14 @@ class Pseudonymizer:
     def value(self, value) -> str | None:
         if self.key is None:
             return None
-        return keyed_hash(self.key, value)
+        if not isinstance(value, str):
+            return keyed_hash(self.key, value)
+        found = self._cache.get(value)
+        if found is None:
+            if len(self._cache) >= self.CACHE_SIZE:
+                self._cache.clear()
+            found = self._cache[value] = keyed_hash(self.key, value)
+        return found
 
     def apply(self, columns: dict) -> dict:
         """``columns`` (name -> scalar or list of values, as ``PartitionedLog.append`` takes them) with every
