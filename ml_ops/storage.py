@@ -55,11 +55,18 @@ def sse_from_env(environ: dict | None = None) -> tuple[str, dict[str, str]]:
     return mode, {"ServerSideEncryption": "AES256"}
 
 
-def _sse_refused(exc: BaseException) -> bool:
-    response = getattr(exc, "response", None) or {}
-    error = response.get("Error", {}) if isinstance(response, dict) else {}
-    code, message = str(error.get("Code", "")), str(error.get("Message", "")).lower()
-    return code in _SSE_REFUSED and (code == "NotImplemented" or "encrypt" in message or "kms" in message)
+def _sse_refused(exc: BaseException | None) -> bool:
+    """The endpoint refused the write for its SSE request. boto3's ``upload_file`` wraps the ClientError in an
+    ``S3UploadFailedError`` (no response of its own): the chain is walked."""
+    seen = 0
+    while exc is not None and seen < 5:
+        response = getattr(exc, "response", None) or {}
+        error = response.get("Error", {}) if isinstance(response, dict) else {}
+        code, message = str(error.get("Code", "")), str(error.get("Message", "")).lower()
+        if code in _SSE_REFUSED and (code == "NotImplemented" or "encrypt" in message or "kms" in message):
+            return True
+        exc, seen = exc.__cause__ or exc.__context__, seen + 1
+    return False
 
 
 def parse_uri(uri: str) -> tuple[str, str]:

@@ -352,3 +352,23 @@ def test_operators_retention_on_scheduled_runs_only_and_erasure_audited_with_the
     monkeypatch.delenv("MLOPS_PRIVACY_KEY")
     with pytest.raises(AirflowFailException, match="MLOPS_PRIVACY_KEY"):  # no key: fails at once, no retries
         erase.execute(_context("manual", entity_id="c-9", reason="ticket 7"))
+
+
+def test_a_refusal_wrapped_by_upload_file_is_recognised():
+    from boto3.exceptions import S3UploadFailedError
+    from botocore.exceptions import ClientError
+
+    from ml_ops.storage import _sse_refused
+
+    refused = ClientError(
+        {"Error": {"Code": "NotImplemented", "Message": "Server side encryption specified but KMS is not configured"}},
+        "PutObject",
+    )
+    try:
+        try:
+            raise refused
+        except ClientError as exc:  # what boto3.s3.transfer does
+            raise S3UploadFailedError(f"Failed to upload a to b/k: {exc}")  # noqa: B904
+    except S3UploadFailedError as wrapped:
+        assert _sse_refused(wrapped)
+    assert not _sse_refused(ClientError({"Error": {"Code": "AccessDenied", "Message": "no"}}, "PutObject"))
