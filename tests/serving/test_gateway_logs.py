@@ -20,7 +20,7 @@ PART = re.compile(
 )
 
 
-def test_every_row_is_logged_in_its_hour_partition(http, store, world):
+def test_every_row_is_logged_in_its_hour_partition(http, stack, store, world):
     from ml_ops.rollout.deployment import LOG_COLUMNS
 
     rows = world.rows(5, offset=300, extra=("transaction_id",))
@@ -49,7 +49,12 @@ def test_every_row_is_logged_in_its_hour_partition(http, store, world):
     assert a["row"].tolist() == [0, 1, 2, 3, 4]
     assert a["score"].tolist() == pytest.approx(ok["predictions"])
     assert set(a["version"]) == {1} and set(a["route"]) == {"champion"} and a["error"].isna().all()
-    assert a["routing_key"].tolist() == [f"log-customer-{i}" for i in range(5)]
+    # fraud's privacy: customer_id (its routing key) is personal: logged as its keyed hash, never in the clear
+    from ml_ops.privacy import keyed_hash
+
+    key = stack.privacy_key.encode()
+    assert a["routing_key"].tolist() == [keyed_hash(key, f"log-customer-{i}") for i in range(5)]
+    assert a["customer_id"].tolist() == a["routing_key"].tolist()
     assert a["transaction_id"].tolist() == [r["transaction_id"] for r in rows]
     assert a["amount"].tolist() == pytest.approx([r["amount"] for r in rows])
     assert a["channel"].tolist() == [r["channel"] for r in rows]
