@@ -197,3 +197,22 @@ def test_offline_skips_the_source(include, tmp_path, capsys):
     sql = LOANS_SQL.replace("amount, income,", "amount, income, salary,")
     rc, out = _check(capsys, "--offline", _yaml(include, tmp_path, sql=sql))
     assert rc == 0 and out.splitlines() == ["ok    loans.yaml: pipeline 'loans', DAG loans_training"], out
+
+
+def test_a_drifted_column_the_yaml_does_not_list_fails_validation():
+    """Issue 15, item 5, on the loans pipeline (its YAML lists no stats_columns): one day's income multiplied by
+    1.5 fails the mean check for income, because the statistics checks cover every numeric column the day has;
+    an untouched day passes."""
+    from ml_ops.pipeline.validate import validate_frame
+
+    frames = loans(DAYS)
+    days = [g.reset_index(drop=True) for _, g in frames.groupby(frames["applied_at"].dt.date)]
+    history, today = days[:-1], days[-1]
+    assert validate_frame(today, LOANS_SUITE, history=history).success
+
+    drifted = today.assign(income=today["income"] * 1.5)
+    result = validate_frame(drifted, LOANS_SUITE, history=history)
+    assert not result.success
+    failed = {(f.expectation_type, f.column) for f in result.failures}
+    assert ("stats_mean_vs_recent", "income") in failed, result.failures
+    assert {c for _, c in failed} == {"income"}, result.failures
