@@ -1,14 +1,9 @@
-"""Deterministic per-day features with no future leakage.
+"""Batch execution of the derived features (``ml_ops.features.definition``): a day's rows, with no future leakage.
 
 A row's features use only rows with a strictly earlier timestamp (rows with an equal timestamp never see each other),
-taken from `history` (the previous days' raw rows) and `today`. All windows are at most 7 days long, so the features
-of a day are the same whatever the caller passes beyond a 7-day lookback.
-
-Windows are half-open, [ts - w, ts): a prior row exactly w before the current one is counted.
-
-Fallback for `entity_amount_mean_7d` when the entity has no earlier row within 7 days: the global mean amount of all
-rows in [ts - 7d, ts) (any entity); if there is none either (very first row of a cold start), the row's own amount,
-which makes `amount_vs_entity_mean` 1.0. A non-positive mean also gives a ratio of 1.0.
+taken from `history` (the previous days' raw rows) and `today`. The definition (windows, fallbacks, cap) and the
+step from window aggregates to features (``combine``) are in ``ml_ops.features.definition``, shared with the
+online execution (``ml_ops.features.online``); this module finds the aggregates of a whole day at once.
 """
 
 from __future__ import annotations
@@ -16,32 +11,28 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from ml_ops.features.definition import (  # noqa: F401 - the names callers have imported from here
+    COUNT_WINDOWS_NS,
+    FEATURE_COLUMNS_AMOUNT,
+    FEATURE_COLUMNS_ENTITY,
+    FEATURE_COLUMNS_HISTORY,
+    FEATURE_COLUMNS_TIME,
+    GLOBAL_BUCKETS,
+    MEAN_WINDOW_NS,
+    PREV_WINDOW_NS,
+    SECONDS_SINCE_PREV_CAP,
+    TIME_PARTS,
+    Aggregates,
+    combine,
+    feature_columns,
+    global_buckets,
+    time_part_values,
+)
+from ml_ops.features.definition import GLOBAL_BUCKET_NS as _BUCKET
+
 if TYPE_CHECKING:  # numpy and pandas load on first use: the DAG factory reads the column names at parse time
     import numpy as np
     import pandas as pd
-
-# Time parts of the row's timestamp, each opt-in per pipeline (features.time_parts): with a short training
-# window day_of_week identifies days rather than describing them, so nothing is added unless declared.
-TIME_PARTS = {"hour_of_day": lambda ts: ts.hour, "day_of_week": lambda ts: ts.dayofweek}
-FEATURE_COLUMNS_TIME = list(TIME_PARTS)
-FEATURE_COLUMNS_ENTITY = ["entity_txn_count_1h", "entity_txn_count_24h", "seconds_since_prev_txn"]
-FEATURE_COLUMNS_AMOUNT = ["entity_amount_mean_7d", "amount_vs_entity_mean"]
-FEATURE_COLUMNS_HISTORY = FEATURE_COLUMNS_ENTITY[:2] + FEATURE_COLUMNS_AMOUNT + FEATURE_COLUMNS_ENTITY[2:]
-
-SECONDS_SINCE_PREV_CAP = 7 * 24 * 3600.0  # also the value when the entity has no earlier row in the lookback
-_NS = 1_000_000_000
-_H, _D = 3600 * _NS, 24 * 3600 * _NS
-
-
-def feature_columns(entity: str | None, amount: str | None, time_parts: Sequence[str] = ()) -> list[str]:
-    """The generated column names for these arguments (without passthrough), in output order."""
-    unknown = [p for p in time_parts if p not in TIME_PARTS]
-    if unknown:
-        raise ValueError(f"unknown time part(s) {unknown}; known: {FEATURE_COLUMNS_TIME}")
-    cols = []
-    if entity is not None:
-        cols = [c for c in FEATURE_COLUMNS_HISTORY if amount is not None or c not in FEATURE_COLUMNS_AMOUNT]
-    return cols + [p for p in FEATURE_COLUMNS_TIME if p in time_parts]
 
 
 def _ns(frame: pd.DataFrame, column: str, name: str) -> np.ndarray:
@@ -114,9 +105,8 @@ def build_features(
         for c in generated:
             if c in feats:
                 out[c] = feats[c]
-    ts = pd.DatetimeIndex(t_today.view("datetime64[ns]"))
-    for part in (p for p in FEATURE_COLUMNS_TIME if p in time_parts):
-        out[part] = TIME_PARTS[part](ts).to_numpy(np.int64)
+    for part, values in time_part_values(t_today, time_parts).items():
+        out[part] = values
     return out
 
 
@@ -167,38 +157,26 @@ def _entity_features(ent: pd.Series, t: np.ndarray, amt: np.ndarray | None, n_hi
         out[q_key] = np.searchsorted(skey, q_code[q_key] * m + r[q_key], side="left")
         return out
 
-    lo_7d = lo(7 * _D)
-    feats: dict[str, np.ndarray] = {
-        "entity_txn_count_1h": hi - lo(_H),
-        "entity_txn_count_24h": hi - lo(_D),
-    }
-    has_prev = hi > lo_7d
+    counts = {name: hi - lo(w) for name, w in COUNT_WINDOWS_NS.items()}
+    lo_prev = lo(PREV_WINDOW_NS)
     prev_t = t[order[np.maximum(hi - 1, 0)]]
-    feats["seconds_since_prev_txn"] = np.where(
-        has_prev, np.minimum((q_t - prev_t) / _NS, SECONDS_SINCE_PREV_CAP), SECONDS_SINCE_PREV_CAP
-    )
+    agg = Aggregates(counts=counts, prev_gap=np.where(hi > lo_prev, q_t - prev_t, -1))
 
     if amt is not None:
         # Prefix sums over sorted rows; null amounts are skipped rather than poisoning every later sum.
+        lo_mean = lo(MEAN_WINDOW_NS)
         valid = ~np.isnan(amt)
         filled = np.where(valid, amt, 0.0)
         csum = np.r_[0.0, np.cumsum(filled[order])]
         ccnt = np.r_[0, np.cumsum(valid[order])]
-        n_win = ccnt[hi] - ccnt[lo_7d]
-        # Global fallback over the same 7-day window, any entity, strictly earlier.
+        # Global fallback: every entity's rows in the whole hours before the row's hour (definition).
         gsum = np.r_[0.0, np.cumsum(filled[t_order])]
         gcnt = np.r_[0, np.cumsum(valid[t_order])]
+        first, end = global_buckets(q_t)
         g_hi, g_lo = np.empty(n - n_hist, np.int64), np.empty(n - n_hist, np.int64)
-        g_hi[q_time] = np.searchsorted(ts_sorted, q_t[q_time], side="left")
-        g_lo[q_time] = np.searchsorted(ts_sorted, q_t[q_time] - 7 * _D, side="left")
-        g_n = gcnt[g_hi] - gcnt[g_lo]
-        with np.errstate(invalid="ignore", divide="ignore"):
-            ent_mean = (csum[hi] - csum[lo_7d]) / n_win
-            g_mean = (gsum[g_hi] - gsum[g_lo]) / g_n
-        own = amt[n_hist:]
-        mean = np.where(n_win > 0, ent_mean, np.where(g_n > 0, g_mean, own))
-        with np.errstate(invalid="ignore", divide="ignore"):
-            ratio = np.where(mean > 0, own / mean, 1.0)
-        feats["entity_amount_mean_7d"] = mean
-        feats["amount_vs_entity_mean"] = ratio
-    return feats
+        g_hi[q_time] = np.searchsorted(ts_sorted, end[q_time] * _BUCKET, side="left")
+        g_lo[q_time] = np.searchsorted(ts_sorted, first[q_time] * _BUCKET, side="left")
+        agg.amount = amt[n_hist:]
+        agg.amount_n, agg.amount_sum = ccnt[hi] - ccnt[lo_mean], csum[hi] - csum[lo_mean]
+        agg.global_n, agg.global_sum = gcnt[g_hi] - gcnt[g_lo], gsum[g_hi] - gsum[g_lo]
+    return combine(agg)

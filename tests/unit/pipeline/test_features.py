@@ -40,7 +40,8 @@ def brute_force(today, history):
             return d[d.ts >= ts - w]
 
         m7 = within(mine, pd.Timedelta(days=7))
-        g7 = within(earlier, pd.Timedelta(days=7))
+        hour = r.ts.floor("h")  # the global fallback: the 7 x 24 whole hours before the row's hour
+        g7 = allr[(allr.ts < hour) & (allr.ts >= hour - pd.Timedelta(days=7))]
         mean = m7.amount.mean() if len(m7) else (g7.amount.mean() if len(g7) else r.amount)
         prev = (r.ts - m7.ts.max()).total_seconds() if len(m7) else SECONDS_SINCE_PREV_CAP
         out.append(
@@ -91,11 +92,13 @@ def test_equal_timestamps_do_not_see_each_other():
 
 
 def test_cold_start_with_history_none_and_empty():
-    today = frame([("t1", "a", 0, 20.0), ("t2", "b", 10, 40.0), ("t3", "a", 20, 10.0)])
+    today = frame([("t1", "a", 0, 20.0), ("t2", "b", 10, 40.0), ("t3", "a", 20, 10.0), ("t4", "c", 70, 30.0)])
     f = feats(today, None).set_index("id")
-    assert f.entity_txn_count_24h.tolist() == [0, 0, 1]
-    # b has no own history: global fallback = mean of all earlier rows (t1 only).
-    assert f.loc["t2", "entity_amount_mean_7d"] == pytest.approx(20.0)
+    assert f.entity_txn_count_24h.tolist() == [0, 0, 1, 0]
+    # b has no own history and no row lies in a whole hour before its own: its own amount.
+    assert f.loc["t2", "entity_amount_mean_7d"] == pytest.approx(40.0)
+    # c neither, but hour 00:00-01:00 is whole before its hour: global fallback = mean of t1, t2, t3.
+    assert f.loc["t4", "entity_amount_mean_7d"] == pytest.approx(70.0 / 3)
     assert f.loc["t1", "seconds_since_prev_txn"] == SECONDS_SINCE_PREV_CAP
     pd.testing.assert_frame_equal(f, feats(today, today.iloc[0:0]).set_index("id"))
 
