@@ -6,6 +6,9 @@
     mlops pipeline dry-run NAME --days N [--end DAY]
                                      a pipeline's steps on N days of its source, into a scratch prefix
                                      and a temporary MLflow store (ml_ops.pipeline.dry_run)
+    mlops features materialize --pipeline NAME [--until DAY] [--rebuild]
+                                     (re)build a pipeline's online feature store from its validated raw
+                                     partitions (ml_ops.features.materialize)
     mlops stack up|down|status       the embedded stack (ml_ops.local.stack)
     mlops demo                       the end-to-end demo (ml_ops.local.demo)
     mlops traffic ...                fresh simulated traffic to the gateway (ml_ops.local.traffic)
@@ -36,6 +39,15 @@ PIPELINE_ACTIONS = {
         "ml_ops.pipeline.dry_run",
         "NAME --days N [--end DAY]: extract, validate, features, train and compare on N days of the real "
         "source, into a scratch prefix and a temporary MLflow store; prints each stage's outputs and warnings",
+    ),
+}
+
+# mlops features ACTION -> (module whose main() it runs, one-line help)
+FEATURES_ACTIONS = {
+    "materialize": (
+        "ml_ops.features.materialize",
+        "--pipeline NAME [--until DAY] [--rebuild]: record the events of the newest validated raw day and its "
+        "lookback in the online store (MLOPS_ONLINE_STORE); a merge, safe beside live traffic",
     ),
 }
 
@@ -73,6 +85,10 @@ def build_parser() -> argparse.ArgumentParser:
     pipeline_sub = pipeline.add_subparsers(dest="action", required=True, metavar="ACTION")
     for name, (_module, help_) in PIPELINE_ACTIONS.items():
         pipeline_sub.add_parser(name, help=help_, add_help=False)  # the module's parser has the options
+    features = sub.add_parser("features", help="the online feature store: materialize")
+    features_sub = features.add_subparsers(dest="action", required=True, metavar="ACTION")
+    for name, (_module, help_) in FEATURES_ACTIONS.items():
+        features_sub.add_parser(name, help=help_, add_help=False)
     for name, (_module, help_) in DELEGATES.items():
         # No options of its own (not even -h): everything after the subcommand goes to the module's parser.
         sub.add_parser(name, help=help_, add_help=False)
@@ -90,6 +106,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "pipeline":
         module = import_module(PIPELINE_ACTIONS[args.action][0])
         return _run(module.main, f"mlops pipeline {args.action}", rest)
+    if args.command == "features":
+        module = import_module(FEATURES_ACTIONS[args.action][0])
+        return _run(module.main, f"mlops features {args.action}", rest)
     if args.command == "demo" and rest:
         parser.error(f"mlops demo takes no arguments (got {' '.join(rest)}); it reads MLOPS_DEMO_* variables")
     module = import_module(DELEGATES[args.command][0])
