@@ -263,6 +263,12 @@ class Serving(_Strict):
         "by default rows are routed by the routing_key column, else the request id",
     )
     max_batch_rows: int = Field(1000, ge=1, le=100_000, description="rows per request; more gets 413")
+    input: Literal["model", "raw"] = Field(
+        "model",
+        description="what a prediction request without an X-Input header sends: model (the model's inputs, "
+        "computed by the client) or raw (the source's columns without the label; the gateway computes the derived "
+        "features from its online store, MLOPS_ONLINE_STORE)",
+    )
     gateway_conn_id: str = Field(
         "mlops_gateway",
         description="HTTP connection of the gateway (password: admin token); the canary DAG flushes logs",

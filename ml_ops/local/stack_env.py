@@ -333,8 +333,15 @@ class StackConfig:
             "MLOPS_GATEWAY_PORT": str(self.gateway_port),
             "MLOPS_GATEWAY_TOKEN": self.gateway_token,
             "MLOPS_PRIVACY_KEY": self.privacy_key,  # personal columns are logged as keyed hashes
+            # raw-event requests: per-entity state in an embedded SQLite file unless a store is given (Redis)
+            "MLOPS_ONLINE_STORE": os.environ.get("MLOPS_ONLINE_STORE") or self.online_store_url,
             **_CHECKSUMS,
         }
+
+    @property
+    def online_store_url(self) -> str:
+        """The embedded stack's online feature store (ml_ops.features.store): a SQLite file under the home."""
+        return f"sqlite:///{self.home / 'online' / 'features.db'}"
 
     def write_env_file(self) -> Path:
         """stack.env: `source` it to run `airflow` CLI commands against this stack (it holds secrets: 0600)."""

@@ -122,6 +122,15 @@ LOG_COLUMNS = (
     "error",  # str | None: why the prediction failed
 )
 FEEDBACK_COLUMNS = ("request_id", "row", "label", "ts")
+# Rows of raw-event requests (ml_ops.serving.rawinput) also carry the raw columns that are not model inputs, and
+# every row its input mode ("raw" | "model").
+INPUT_MODE_COLUMN = "input_mode"
+RAW_COLUMN_PREFIX = "event_"  # a raw column whose name the log already uses: the event's timestamp "ts" -> "event_ts"
+
+
+def raw_log_name(column: str) -> str:
+    """The serving-log column of a raw event's column that is not a model input."""
+    return f"{RAW_COLUMN_PREFIX}{column}" if column in LOG_COLUMNS or column == INPUT_MODE_COLUMN else column
 
 
 def state_uri(cfg: Pipeline) -> str:

@@ -115,9 +115,10 @@ def _errors(*statuses: int) -> dict:
         413: "body or batch too large",
         415: "Content-Type is not application/json (UTF-8)",
         422: "a value the gateway cannot use: lone surrogate, integer beyond int64, non-finite number, "
-        "wrong type, missing or unexpected column; on feedback also an unknown request id",
+        "wrong type, missing or unexpected column; in a raw event also a missing or null event id or entity id, "
+        "or a timestamp that is not ISO 8601 (naming the column); on feedback also an unknown request id",
         500: "the model failed (or a gateway bug)",
-        503: "the pipeline has no champion loaded yet",
+        503: "the pipeline has no champion loaded yet, or (raw events) the online feature store is unavailable",
     }
     return {s: {"model": ErrorBody, "description": why[s]} for s in statuses}
 
@@ -141,7 +142,11 @@ def request_body(annotation, description: str) -> tuple[dict, dict]:
 
 
 INVOCATION_BODY, _INVOCATION_COMPONENTS = request_body(
-    InvocationRequest, "MLflow scoring JSON: exactly one of dataframe_split, dataframe_records, instances, inputs"
+    InvocationRequest,
+    "MLflow scoring JSON: exactly one of dataframe_split, dataframe_records, instances, inputs. With X-Input: model "
+    "(the default unless the pipeline's serving.input is raw) the rows hold the model's inputs; with X-Input: raw "
+    "they hold the source's raw event (the pipeline's extract columns without the label), and the gateway computes "
+    "the derived features from its online store",
 )
 FEEDBACK_BODY, _FEEDBACK_COMPONENTS = request_body(
     FeedbackRequest, f"one label, or {{labels: [...]}} (at most {MAX_LABELS:,}); all or nothing"

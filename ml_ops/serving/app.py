@@ -16,7 +16,9 @@
     POST /admin/flush                        write buffered logs and feedback now (bearer token): the URIs written,
                                              rows sent to the dead letter and why; 503 when a write failed
 
-Prediction headers: X-Request-ID (else one is generated; returned in the reply header either way; 1-128
+Prediction headers: X-Input (``model``: the model's inputs; ``raw``: the source's raw event columns, the
+gateway computes the derived features from its online store, ``ml_ops.serving.rawinput``; default: the
+pipeline's ``serving.input``), X-Request-ID (else one is generated; returned in the reply header either way; 1-128
 printable ASCII characters) and X-Routing-Key (honoured only for a pipeline with
 ``serving.client_routing_key``; else the row's routing-key column, else the request id). Bodies must be
 ``Content-Type: application/json`` (UTF-8; else 415), arrive within MLOPS_GATEWAY_BODY_TIMEOUT_SECONDS (else
@@ -37,6 +39,7 @@ import logging
 import re
 import uuid
 from contextlib import asynccontextmanager
+from typing import Literal
 from urllib.parse import parse_qs
 
 from fastapi import FastAPI, Header, Query, Request
@@ -48,6 +51,7 @@ from starlette.responses import Response
 from ml_ops.serving import api
 from ml_ops.serving.errors import RequestError
 from ml_ops.serving.metrics import CONTENT_TYPE
+from ml_ops.serving.rawinput import INPUT_MODES, input_mode
 from ml_ops.serving.schema import _short
 from ml_ops.serving.service import Gateway, dumps
 from ml_ops.serving.settings import Settings
@@ -57,6 +61,14 @@ JSON = "application/json"
 _INVOCATIONS = re.compile(r"^/(?:(?:pipelines|endpoints)/(?P<pipeline>[^/]+)/)?invocations/?$")
 _HEADER_TEXT = re.compile(r"[\x20-\x7e]+")  # printable ASCII: what an id or key header may hold
 _timeout_at = getattr(asyncio, "timeout_at", None)  # Python 3.11+
+InputMode = Literal[INPUT_MODES]  # type: ignore[valid-type]
+INPUT_DOC = (
+    "what the rows are: 'model' = the model's inputs (as /pipelines lists them), computed by the client; 'raw' = "
+    "the source's raw event (the pipeline's extract columns without the label: event id, ISO 8601 timestamp, "
+    "entity id, amount and the model's own inputs), from which the gateway computes the derived features with "
+    "its online store. Default: the pipeline's serving.input (model unless configured)"
+)
+INPUT_HEADER = Header(None, alias="X-Input", description=INPUT_DOC)
 
 
 def check_token(settings: Settings, authorization: str | None, what: str) -> None:
@@ -210,6 +222,7 @@ class InvocationFront:
             serving = dep.cfg.serving
             if serving.require_token:
                 check_token(self.settings, headers.get("authorization"), f"pipeline {name!r} (serving.require_token)")
+            mode = input_mode(headers.get("x-input"), serving.input)
             check_content_type(headers.get("content-type"))
             body = await read_body(receive, headers.get("content-length"), self.settings)
             routing_header = None
@@ -217,7 +230,7 @@ class InvocationFront:
                 routing_header = headers.get("x-routing-key") or None
                 if routing_header is not None:
                     _header_text(routing_header, "X-Routing-Key", 256)
-            result = await g.invoke(dep, body, request_id=request_id, routing_header=routing_header)
+            result = await g.invoke(dep, body, request_id=request_id, routing_header=routing_header, mode=mode)
         except RequestError as err:
             if not err.counted:
                 g.metrics.failed(name, None, None, err.kind, err.status)
@@ -307,6 +320,7 @@ def create_app(settings: Settings | None = None, gateway: Gateway | None = None)
     async def invocations(
         pipeline: str | None = Query(None, description="pipeline (else X-Pipeline, else the default)"),
         x_pipeline: str | None = Header(None, alias="X-Pipeline"),
+        x_input: InputMode | None = INPUT_HEADER,
         x_request_id: str | None = Header(None, alias="X-Request-ID", max_length=128),
         x_routing_key: str | None = Header(
             None, alias="X-Routing-Key", max_length=256, description="only with serving.client_routing_key"
@@ -319,6 +333,7 @@ def create_app(settings: Settings | None = None, gateway: Gateway | None = None)
         @app.post(f"/{prefix}/{{pipeline}}/invocations", summary="Predict with a named pipeline", **invocation_doc)
         async def named_invocations(
             pipeline: str,
+            x_input: InputMode | None = INPUT_HEADER,
             x_request_id: str | None = Header(None, alias="X-Request-ID", max_length=128),
             x_routing_key: str | None = Header(
                 None, alias="X-Routing-Key", max_length=256, description="only with serving.client_routing_key"
@@ -362,7 +377,15 @@ def create_app(settings: Settings | None = None, gateway: Gateway | None = None)
 
     @app.get("/pipelines")
     async def pipelines(request: Request):
-        return _json({"pipelines": gw(request).resolver.status()})
+        g = gw(request)
+        found = g.resolver.status()
+        for name, status in found.items():
+            dep = g.resolver.get(name)
+            if dep is not None:
+                status["input"] = dep.cfg.serving.input
+                status["raw_columns"] = list(g.raw_columns(dep.cfg).required) + list(g.raw_columns(dep.cfg).optional)
+                status["online"] = g.features.status(name, dep.cfg)
+        return _json({"pipelines": found})
 
     @app.get("/metrics")
     async def metrics(request: Request):

@@ -9,6 +9,11 @@ error as one row per input row (score NaN, ``error`` set); a request refused bef
 Personal columns (``privacy.personal_columns``, and ``routing_key`` when the routing key is one) are logged as
 keyed hashes (``ml_ops.privacy.Pseudonymizer``); routing uses the raw value before anything is logged.
 
+Raw events (``X-Input: raw``, or ``serving.input: raw``): ``ml_ops.serving.rawinput`` checks the source's
+columns, ``ml_ops.serving.featurestore`` computes the derived features from the online store (after every check
+has passed, so a refused request changes no state), then the rows go on as model-input rows; their log rows
+also carry the raw columns that are not model inputs and ``input_mode``.
+
 Feedback labels only requests this process served (``ml_ops.serving.served``: bounded, time-limited, in
 memory; what that means across a restart is said there).
 """
@@ -24,15 +29,32 @@ from datetime import datetime, timezone
 
 import numpy as np
 
+from ml_ops.config import Pipeline
 from ml_ops.layout import CANARY, CHAMPION
 from ml_ops.privacy import Pseudonymizer
-from ml_ops.rollout.deployment import FEEDBACK_COLUMNS, LOG_COLUMNS, feedback_prefix, serving_logs_prefix
+from ml_ops.rollout.deployment import (
+    FEEDBACK_COLUMNS,
+    INPUT_MODE_COLUMN,
+    LOG_COLUMNS,
+    feedback_prefix,
+    serving_logs_prefix,
+)
 from ml_ops.serving.errors import RequestError
+from ml_ops.serving.featurestore import GatewayFeatures
 from ml_ops.serving.logbuffer import PartitionedLog
 from ml_ops.serving.metrics import Metrics
 from ml_ops.serving.models import Deployment, LoadedModel, ModelResolver
+from ml_ops.serving.rawinput import MODEL, RAW, RawColumns, RawEvents, parse_raw
 from ml_ops.serving.routing import assign, routing_keys
-from ml_ops.serving.schema import INT64_MAX, _short, check_columns, convert, parse_json, table_from_payload
+from ml_ops.serving.schema import (
+    INT64_MAX,
+    Table,
+    _short,
+    check_columns,
+    convert,
+    parse_json,
+    table_from_payload,
+)
 from ml_ops.serving.served import ServedIndex
 from ml_ops.serving.settings import Settings
 
@@ -96,6 +118,14 @@ class Gateway:
         )
         self._served: dict[str, ServedIndex] = {}
         self._pseudonymizers: dict[tuple, Pseudonymizer] = {}
+        self.features = GatewayFeatures(settings, store, self.resolver)
+        self._raw_columns: dict[str, tuple[Pipeline, RawColumns]] = {}
+
+    def raw_columns(self, cfg: Pipeline) -> RawColumns:
+        found = self._raw_columns.get(cfg.name)
+        if found is None or found[0] is not cfg:
+            found = self._raw_columns[cfg.name] = (cfg, RawColumns.of(cfg))
+        return found[1]
 
     def pseudonymizer(self, dep: Deployment) -> Pseudonymizer:
         """The pipeline's keyed hashing of personal columns (the key is read once per configuration)."""
@@ -111,10 +141,12 @@ class Gateway:
         self.resolver.start()
         self.logs.start()
         self.labels.start()
+        self.features.start()
 
     def close(self) -> dict[str, list[str]]:
         """Stop polling and write every buffered row (shutdown)."""
         self.resolver.stop()
+        self.features.stop()
         self.logs.stop()
         self.labels.stop()
         report = self.flush()
@@ -172,8 +204,11 @@ class Gateway:
         )
 
     # ---- predictions ----------------------------------------------------------------------------------
-    async def invoke(self, dep: Deployment, body: bytes, *, request_id: str, routing_header: str | None) -> dict:
-        """Predictions for one request; raises ``RequestError`` (logged and counted) when it fails."""
+    async def invoke(
+        self, dep: Deployment, body: bytes, *, request_id: str, routing_header: str | None, mode: str = MODEL
+    ) -> dict:
+        """Predictions for one request (``mode``: model inputs or raw events, ``ml_ops.serving.rawinput``);
+        raises ``RequestError`` (logged and counted) when it fails."""
         ts = datetime.now(timezone.utc)
         t0 = time.perf_counter()
         name, cfg = dep.name, dep.cfg
@@ -201,6 +236,9 @@ class Gateway:
                     kind="too_large",
                 )
             schemas = dep.schemas
+            raw = None
+            if mode == RAW:
+                raw, table = await self._raw_to_model_inputs(dep, table, schemas)
             if schemas:
                 check_columns(table, schemas, dep.extra_columns, f"{name} v{dep.champion.version}")
             key_column = table.data.get(cfg.routing_key) if cfg.routing_key else None
@@ -249,7 +287,9 @@ class Gateway:
                 log.warning("%s v%s (%s) failed on request %s: %s", name, model.version, route, request_id, error)
                 failure = failure or (route, model, outcome)
                 self.metrics.failed(name, model.version, route, "model", 500)
-                self._log_rows(dep, ts, request_id, rows, model, route, keys, typed, table, None, None, None, error)
+                self._log_rows(
+                    dep, ts, request_id, rows, model, route, keys, typed, table, None, None, None, error, raw
+                )
                 continue
             group_scores, seconds, cpu_seconds = outcome
             scores[idx] = group_scores
@@ -268,6 +308,7 @@ class Gateway:
                 seconds * 1000.0,
                 cpu_seconds * 1000.0,
                 None,
+                raw,
             )
         status = 500 if failure else 200
         self.metrics.request_seconds.labels(name, str(status)).observe(time.perf_counter() - t0)
@@ -281,6 +322,25 @@ class Gateway:
         self.served(name).add(request_id, n)
         predictions = [None if math.isnan(s) else s for s in scores.tolist()]  # NaN is not JSON
         return {"predictions": predictions, "versions": versions, "routes": routes, "request_id": request_id}
+
+    async def _raw_to_model_inputs(self, dep: Deployment, table: Table, schemas) -> tuple[RawEvents, Table]:
+        """A raw request's events (checked) and its model-input table with the derived columns computed online.
+        Every check runs before the online store records anything: the raw columns, then the signature's, on
+        the table with the derived columns still zero."""
+        cfg = dep.cfg
+        inputs = [n for s in schemas or [dep.fallback_schema] for n in s.names]
+        raw = parse_raw(table, cfg, self.raw_columns(cfg), inputs)
+        derived = self.raw_columns(cfg).derived
+        zeros = [0] * table.n
+        checked = Table([*raw.table.columns, *derived], {**raw.table.data, **dict.fromkeys(derived, zeros)}, table.n)
+        if schemas:
+            label = f"{dep.name} v{dep.champion.version}"
+            check_columns(checked, schemas, dep.extra_columns, label)
+            for schema in schemas:
+                convert(checked, schema, dep.extra_columns)
+        computed = await self.features.compute(cfg, raw)
+        data = {**raw.table.data, **{c: computed[c].tolist() for c in derived}}
+        return raw, Table([*raw.table.columns, *derived], data, table.n)
 
     def _log_rows(
         self,
@@ -297,6 +357,7 @@ class Gateway:
         latency_ms,
         cpu_ms,
         error,
+        raw: RawEvents | None = None,
     ) -> None:
         n = len(rows)
         whole = n == table.n
@@ -317,8 +378,15 @@ class Gateway:
             values = table.data.get(c)
             if values is not None and c not in typed:
                 columns[c] = _text(values if whole else [values[i] for i in rows])
+        dtypes = dep.log_dtypes
+        columns[INPUT_MODE_COLUMN] = MODEL
+        if raw is not None:
+            columns[INPUT_MODE_COLUMN] = RAW
+            for c, values in raw.logged.items():
+                columns[c] = values if whole else [values[i] for i in rows]
+            dtypes = {**dtypes, **raw.logged_dtypes}
         self.pseudonymizer(dep).apply(columns)
-        self.logs.append(serving_logs_prefix(dep.cfg), ts, n, columns, dep.log_dtypes)
+        self.logs.append(serving_logs_prefix(dep.cfg), ts, n, columns, dtypes)
 
     def _log_refused(
         self, dep: Deployment, ts: datetime, request_id: str, err: RequestError, routing_header: str | None

@@ -24,6 +24,14 @@ MLOPS_GATEWAY_PREDICT           thread (default: each model version predicts in 
                                 model then stalls every request)
 MLOPS_GATEWAY_SWITCH_INTERVAL_MS  GIL switch interval of the process (default 0.5; Python's is 5)
 MLOPS_GATEWAY_ACCESS_LOG        1 = uvicorn access log (default off: it costs ~10% at high rates)
+MLOPS_ONLINE_STORE              the online feature store of raw-event requests (ml_ops.features.store):
+                                redis://host:port/db (production: shared by replicas) or sqlite:///<path> (the
+                                embedded stack's default, under $MLOPS_HOME); unset: raw events of pipelines
+                                with history features get 503
+MLOPS_ONLINE_NAMESPACE          key prefix in Redis (default mlops: keys mlops:online:<pipeline>:...)
+MLOPS_ONLINE_MATERIALIZE_SECONDS  how often the gateway looks for a newer validated raw day to materialise
+                                into the online store (default 600; 0: only when a champion or canary is
+                                loaded, which always materialises; ml_ops.features.materialize)
 MLFLOW_TRACKING_URI             where aliases and models come from
 MLOPS_S3_ENDPOINT, AWS_*        object store of the deployment state and the logs (ml_ops.storage.store_from_env)
 MLOPS_BUCKET, MLOPS_INCLUDE_DIR as for the pipelines (which YAMLs exist, which bucket they use)
@@ -70,6 +78,9 @@ class Settings:
     fast_path: bool = True
     access_log: bool = False
     tracking_uri: str | None = None
+    online_store: str | None = None
+    online_namespace: str = "mlops"
+    online_materialize_seconds: float = 600.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -94,4 +105,7 @@ class Settings:
             fast_path=(env.get("MLOPS_GATEWAY_FAST_PATH") or "1").lower() not in ("0", "false", "no"),
             access_log=(env.get("MLOPS_GATEWAY_ACCESS_LOG") or "0").lower() in ("1", "true", "yes"),
             tracking_uri=env.get("MLFLOW_TRACKING_URI") or None,
+            online_store=env.get("MLOPS_ONLINE_STORE") or None,
+            online_namespace=env.get("MLOPS_ONLINE_NAMESPACE") or "mlops",
+            online_materialize_seconds=_number(env, "MLOPS_ONLINE_MATERIALIZE_SECONDS", 600.0, float, 0),
         )
