@@ -8,6 +8,7 @@ import contextlib
 import os
 import shutil
 import time
+import uuid
 from pathlib import Path
 
 import httpx
@@ -23,6 +24,10 @@ GATEWAY_ENV = {
     "MLOPS_GATEWAY_DEFAULT_PIPELINE": "fraud",
     "MLOPS_GATEWAY_TOKEN": TOKEN,
     "MLOPS_GATEWAY_BODY_TIMEOUT_SECONDS": "2",  # a stalled body is answered 408 after 2 s (test_hardening)
+    # raw events: the online store is the real Redis (127.0.0.1:6379 here and in CI), under a namespace of this
+    # package's own, deleted afterwards (test_online_features)
+    "MLOPS_ONLINE_STORE": os.environ.get("MLOPS_TEST_REDIS_URL", "redis://127.0.0.1:6379/0"),
+    "MLOPS_ONLINE_NAMESPACE": f"mlops-gateway-test-{uuid.uuid4().hex[:12]}",
 }
 
 
@@ -59,11 +64,22 @@ def stack(tmp_path_factory, include_dir):
         yield st
     finally:
         st.down()
+        _forget_online_state()
         for k, v in saved.items():
             if v is None:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+
+
+def _forget_online_state() -> None:
+    import redis
+
+    client = redis.Redis.from_url(GATEWAY_ENV["MLOPS_ONLINE_STORE"])
+    keys = list(client.scan_iter(match=f"{GATEWAY_ENV['MLOPS_ONLINE_NAMESPACE']}:*", count=1000))
+    if keys:
+        client.unlink(*keys)
+    client.close()
 
 
 @pytest.fixture(scope="package")
