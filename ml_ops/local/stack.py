@@ -159,8 +159,10 @@ class Stack(StackConfig):
         af_env = self.env()
         airflow = str(VENV_BIN / "airflow")
         out = {"s3": s3, "mlflow": mlflow, "gateway": gateway}
+        # The processes that fork task processes start with the tasks' libraries imported (ml_ops.local.preload).
+        preloaded = [sys.executable, "-m", "ml_ops.local.preload"]
         for comp in AIRFLOW_COMPONENTS:
-            argv = [airflow, comp]
+            argv = [*preloaded, comp] if comp == "scheduler" else [airflow, comp]
             if comp == "api-server":
                 argv += ["--host", "127.0.0.1", "--port", str(self.airflow_port), "--workers", "1"]
             if comp in ("scheduler", "triggerer"):
@@ -173,7 +175,7 @@ class Stack(StackConfig):
         for name in self.worker_names:
             # One task at a time per worker, like a small production worker; task logs go to the shared
             # log folder, so no log-serving sidecar (its fixed port 8793 would clash between workers).
-            argv = [airflow, "celery", "worker", "--celery-hostname", self.celery_hostname(name)]
+            argv = [*preloaded, "celery", "worker", "--celery-hostname", self.celery_hostname(name)]
             argv += ["--concurrency", "1", "--skip-serve-logs"]
             out[name] = Service(name, argv, self._worker_env(name))
         return out

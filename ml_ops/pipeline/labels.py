@@ -113,15 +113,12 @@ def read_feedback_labels(cfg: Pipeline, store: ObjectStore, days: list[str], end
     parts = _hourly_parts(store, cfg, layout.FEEDBACK, days)
     if not parts:
         return _frame([], [], [], FEEDBACK), 0
-    fb = pd.concat(
-        [store.read_parquet(u, columns=["request_id", "row", "label", "ts"]) for u in parts], ignore_index=True
-    )
+    fb = pd.concat(store.read_parquets(parts, columns=["request_id", "row", "label", "ts"]), ignore_index=True)
     fb = fb[pd.to_datetime(fb["ts"], utc=True) < _utc(end)].reset_index(drop=True)
     id_col = cfg.source.id_column
-    logs = [
-        store.read_parquet(u, columns=["request_id", "row", id_col])
-        for u in _hourly_parts(store, cfg, layout.SERVING_LOGS, days)
-    ]
+    logs = store.read_parquets(
+        _hourly_parts(store, cfg, layout.SERVING_LOGS, days), columns=["request_id", "row", id_col]
+    )
     logs = [df for df in logs if id_col in df.columns and len(df)]
     if logs:
         served = pd.concat(logs, ignore_index=True).dropna(subset=[id_col])

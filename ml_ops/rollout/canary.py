@@ -184,12 +184,9 @@ def _hour_prefixes(prefix: str, start: datetime, end: datetime) -> list[str]:
 def _read_parts(store: ObjectStore, prefix: str, start: datetime, end: datetime) -> pd.DataFrame | None:
     import pandas as pd
 
-    frames = [
-        store.read_parquet(u)
-        for p in _hour_prefixes(prefix, start, end)
-        for u in store.list(p)
-        if u.endswith(".parquet")
-    ]
+    frames = store.read_parquets(
+        [u for p in _hour_prefixes(prefix, start, end) for u in store.list(p) if u.endswith(".parquet")]
+    )
     if not frames:
         return None
     df = pd.concat(frames, ignore_index=True)
