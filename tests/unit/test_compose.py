@@ -188,6 +188,58 @@ def test_env_example_defines_every_variable_without_a_default(raw, env_example):
     interpolate(raw, env_example)  # and the whole file interpolates with it
 
 
+def documented_variables() -> dict[str, str]:
+    """Every ``NAME=value`` line of .env.example, set or commented out (``# NAME=default``: optional)."""
+    line = re.compile(r"^#?\s*(?P<name>[A-Z][A-Z0-9_]*)=(?P<value>.*)$")
+    return {m["name"]: m["value"] for m in map(line.match, (REPO / ".env.example").read_text().splitlines()) if m}
+
+
+def test_every_variable_the_compose_file_reads_is_documented_in_env_example(raw):
+    documented = documented_variables()
+    used = {m["name"] for m in VAR.finditer(raw)}
+    missing = sorted(used - documented.keys())
+    assert not missing, f".env.example does not document {missing}"
+    # an optional one shown commented out shows the compose file's default (one default per variable)
+    env_lines = (REPO / ".env.example").read_text().splitlines()
+    for name in used:
+        defaults = {m["arg"] for m in VAR.finditer(raw) if m["name"] == name and m["op"] in (":-", "-")}
+        assert len(defaults) <= 1, f"${{{name}}} has different defaults: {defaults}"
+        if any(re.match(rf"^#\s*{name}=", line) for line in env_lines):
+            assert defaults == {documented[name]}, f".env.example shows {name}={documented[name]}, compose: {defaults}"
+
+
+def test_minio_encrypts_every_object_and_the_pipelines_require_it(raw, compose, env_example):
+    """SSE-S3 on MinIO: its built-in KMS gets one static key from .env (required: the stack does not start
+    without one), the bucket encrypts by default (MLflow's artifacts are written without an SSE header), and
+    Airflow and the gateway request AES256 on every write, so a write MinIO cannot encrypt fails."""
+    from ml_ops.storage import sse_from_env
+
+    services = compose["services"]
+    minio_env = services["minio"]["environment"]
+    assert re.fullmatch(r"\$\{MINIO_KMS_SECRET_KEY:\?[^}]+\}", minio_env["MINIO_KMS_SECRET_KEY"])
+    with pytest.raises(KeyError, match="MINIO_KMS_SECRET_KEY"):
+        interpolate(minio_env["MINIO_KMS_SECRET_KEY"], {})
+    # MinIO refuses to start with more than one kind of KMS configured (KES, MinIO KMS, static key)
+    assert not [k for k in minio_env if k.startswith(("MINIO_KMS_KES_", "MINIO_KMS_SERVER", "MINIO_KMS_API_KEY"))]
+    # "<key name>:<base64 of 32 bytes>", the form MinIO's built-in KMS parses; the recipe makes one
+    name, _, secret = env_example["MINIO_KMS_SECRET_KEY"].partition(":")
+    assert re.fullmatch(r"[A-Za-z0-9_-]+", name) and secret
+    example = (REPO / ".env.example").read_text()
+    assert f'echo "{name}:$(openssl rand -base64 32)"' in example
+
+    init = services["minio-init"]["command"][0]
+    assert 'mc encrypt set sse-s3 "local/$$MLOPS_BUCKET"' in init
+    assert init.index("mc mb ") < init.index("mc encrypt set ")
+    assert services["minio-init"]["depends_on"]["minio"]["condition"] == "service_healthy"
+
+    for name, svc in {**airflow_services(compose), "gateway": services["gateway"]}.items():
+        env = svc["environment"]
+        for given in ({}, env_example):  # no .env value, and .env copied from .env.example
+            mode = interpolate(env["MLOPS_S3_SSE"], given)
+            assert sse_from_env({"MLOPS_S3_SSE": mode}) == ("AES256", {"ServerSideEncryption": "AES256"}), name
+        assert "MLOPS_S3_SSE_KMS_KEY_ID" in env, name
+
+
 def test_secrets_only_come_from_env(compose):
     secretish = re.compile(r"PASSWORD|SECRET|FERNET|_KEY$")
     for name, svc in compose["services"].items():
