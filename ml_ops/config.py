@@ -243,6 +243,13 @@ class Monitoring(_Strict):
     quality_drop: float = Field(0.05, ge=0, description="alarm when the champion's daily ROC-AUC falls this much")
     retrain_cooldown_days: int = Field(7, ge=0, description="an alarm triggers at most one retrain per N days")
     on_missing_data: Literal["skip", "fail"] = "skip"
+    skew_threshold: float = Field(
+        0.01,
+        ge=0,
+        le=1,
+        description="training/serving skew alarm: share of the day's raw-event predictions whose served derived "
+        "feature differs from the batch recomputation, on any feature (ml_ops.monitoring.skew)",
+    )
 
 
 class Serving(_Strict):

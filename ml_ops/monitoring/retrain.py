@@ -1,4 +1,4 @@
-"""Retrain policy: an alarm (drift or quality) asks for a retrain of the day it is for, at most once per
+"""Retrain policy: an alarm (drift or quality; not a skew alarm) asks for a retrain of the day it is for, at most once per
 ``monitoring.retrain_cooldown_days``.
 
 The monitoring DAG's ``retrain_due`` task calls ``retrain_request``; a request becomes the extra of the
@@ -46,16 +46,20 @@ def should_retrain(store: ObjectStore, cfg: Pipeline, day: str) -> bool:
     return True
 
 
+RETRAINED_ON = ("drift", "quality")  # a skew alarm is alerted, not retrained on: the serving path is at fault
+
+
 def alarm_kinds(result: dict) -> list[str]:
-    """Which alarms a monitoring result raised: ``drift``, ``quality``, both or none."""
-    return [k for k in ("drift", "quality") if result.get(f"{k}_alarm")]
+    """Which alarms a monitoring result raised: ``drift``, ``quality``, ``skew`` (training/serving), or none."""
+    return [k for k in (*RETRAINED_ON, "skew") if result.get(f"{k}_alarm")]
 
 
 def retrain_request(store: ObjectStore, cfg: Pipeline, result: dict) -> dict | None:
     """The retrain Asset event's extra for a monitoring result that alarmed (drift, quality or both) when the
     cooldown allows a retrain; None otherwise. The extra names the day (``data_date``) training must process."""
-    kinds = alarm_kinds(result)
-    if not (kinds or result.get("alarm")):
+    raised = alarm_kinds(result)
+    kinds = [k for k in raised if k in RETRAINED_ON]
+    if not kinds and (raised or not result.get("alarm")):  # none, or skew only (an alarm without kinds: retrain)
         return None
     day = result["data_date"]
     if not should_retrain(store, cfg, day):

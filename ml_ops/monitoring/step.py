@@ -84,6 +84,14 @@ def _log_monitoring_run(cfg: Pipeline, tracking_uri: str, ds: str, record: dict,
     for k, v in (record["quality"].get("metrics") or {}).items():
         if v is not None:
             values[f"quality.{k}"] = float(v)
+    skew = record.get("skew") or {}
+    values["skew_alarm"] = float(bool(skew.get("alarm")))
+    if skew.get("status") == "compared":
+        values["skew.rows"] = float(skew["rows"])
+        for name, found in skew["features"].items():
+            values[f"skew.{name}.mismatch_share"] = float(found["mismatch_share"])
+            if found.get("max_abs_diff") is not None:
+                values[f"skew.{name}.max_abs_diff"] = float(found["max_abs_diff"])
     metrics = [Metric(k, v, ts, step) for k, v in values.items()]
     tags = [
         RunTag(MONITORING_KEY_TAG, key),
@@ -113,6 +121,19 @@ def _log_monitoring_run(cfg: Pipeline, tracking_uri: str, ds: str, record: dict,
 
 
 # --------------------------------------------------------------------------- one day
+
+
+def skew_step(cfg: Pipeline, store: ObjectStore, ds: str) -> dict:
+    """The day's training/serving skew report (``ml_ops.monitoring.skew``); a failure of the check is reported in
+    it, never fails the drift and quality report."""
+    from ml_ops.monitoring.skew import skew_check
+    from ml_ops.privacy import read_key
+
+    try:
+        return skew_check(cfg, store, ds, read_key(cfg.privacy.key_name, airflow=True))
+    except Exception as exc:  # noqa: BLE001 - the rest of the night's report still stands
+        log.exception("%s ds=%s: skew check failed", cfg.name, ds)
+        return {"status": f"failed: {type(exc).__name__}: {exc}", "alarm": False, "features": {}, "rows": 0}
 
 
 def drift_step(
@@ -177,6 +198,8 @@ def drift_step(
         )
         quality = {**q.to_dict(), "labels_days": labels_days}
 
+    skew = skew_step(cfg, store, ds)
+
     report_uri = uri(cfg, layout.DRIFT, ds, layout.REPORT_FILE)
     result_uri = uri(cfg, layout.DRIFT, ds, layout.RESULT_FILE)
     drift_dict = drift.to_dict()
@@ -191,13 +214,15 @@ def drift_step(
         # the drift decision's numbers; its own "alarm" is drift_alarm below
         **{k: v for k, v in drift_dict.items() if k not in ("columns", "alarm")},
         "columns": drift_dict["columns"],
-        # after the spread, so nothing overwrites them: either alarm is the day's alarm
-        "alarm": bool(drift.alarm or quality["alarm"]),
+        # after the spread, so nothing overwrites them: any alarm is the day's alarm
+        "alarm": bool(drift.alarm or quality["alarm"] or skew["alarm"]),
         "drift_alarm": bool(drift.alarm),
         "quality_alarm": bool(quality["alarm"]),
+        "skew_alarm": bool(skew["alarm"]),
         "report_uri": report_uri,
         "quality": quality,
-        "text": alarm_text(drift),
+        "skew": skew,
+        "text": alarm_text(drift) + (f"\n{skew['text']}" if skew.get("text") else ""),
     }
     # the HTML first, the JSON last: result.json present means the day's report is complete
     store.write_text(drift.html, report_uri)
@@ -217,6 +242,8 @@ def drift_step(
         "alarm": record["alarm"],
         "drift_alarm": record["drift_alarm"],
         "quality_alarm": record["quality_alarm"],
+        "skew_alarm": record["skew_alarm"],
+        "skew": {k: skew.get(k) for k in ("status", "rows", "alarm_features")},
         "drifted_columns": drift.drifted_columns,
         "quality": {k: quality["metrics"].get(k) for k in ("roc_auc", "precision", "recall", "n")}
         | {"alarm": quality["alarm"], "reasons": quality.get("reasons", []), "notes": quality.get("notes", [])},
