@@ -105,6 +105,14 @@ def test_raw_events_get_the_batch_features_and_scores_and_both_are_logged(http, 
     key = stack.privacy_key.encode()
     assert logged["customer_id"].tolist() == [keyed_hash(key, c) for c in events["customer_id"]]  # never raw
 
+    # the nightly skew check reads these logs as the gateway wrote them: nothing differs from the batch code
+    from ml_ops.monitoring.skew import skew_check
+
+    served_on = pd.Timestamp(logged["ts"].iloc[0]).strftime("%Y-%m-%d")  # the request's day (its log partition)
+    skew = skew_check(cfg, store, served_on, key)
+    assert skew["status"] == "compared" and skew["rows"] >= len(ids) and not skew["alarm"], skew
+    assert all(f["mismatched"] == 0 for f in skew["features"].values()), skew["features"]
+
 
 def test_bad_raw_events_get_a_4xx_naming_the_field(http, world):
     event = {"transaction_id": "bad-1", "ts": "2026-03-07T10:00:00Z", "customer_id": "c1", "amount": 3.0}
