@@ -149,6 +149,16 @@ class RedisStore(OnlineStore):
             out[event_id] = (int(t), float(a))
         return out
 
+    def forget(self, pipeline: str, entity: str) -> int:
+        key = f"{self._prefix(pipeline)}e:{entity}"
+        try:
+            pipe = self.client.pipeline(transaction=True)
+            pipe.hlen(key)
+            pipe.unlink(key)
+            return int(pipe.execute()[0])
+        except self._errors as exc:
+            raise StoreUnavailable(f"online store {self.label}: {type(exc).__name__}: {exc}") from None
+
     def clear(self, pipeline: str) -> int:
         removed = 0
         try:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 import sqlite3
 import threading
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -129,8 +130,15 @@ class SQLiteStore(OnlineStore):
         return self._transaction(run)
 
     def _prune_buckets(self, conn: sqlite3.Connection, pipeline: str, newest_bucket: int) -> None:
-        keep = self.global_buckets + self.keep_ns // (3600 * 1_000_000_000) + 1
+        """Old global buckets, and the events of idle entities (older than the TTL behind the newest bucket). The
+        newest bucket counts at most a day past the clock: one event stamped far in the future must not empty the
+        store."""
+        hour = 3600 * 1_000_000_000
+        newest_bucket = min(newest_bucket, time.time_ns() // hour + 24)
+        keep = self.global_buckets + self.keep_ns // hour + 1
         conn.execute("DELETE FROM buckets WHERE pipeline = ? AND bucket < ?", (pipeline, newest_bucket - keep))
+        idle = newest_bucket * hour - self.ttl_seconds * 1_000_000_000
+        conn.execute("DELETE FROM events WHERE pipeline = ? AND ts < ?", (pipeline, idle))
 
     def ingest(self, pipeline: str, events: Sequence[Event]) -> int:
         def run(conn: sqlite3.Connection) -> int:
@@ -149,6 +157,13 @@ class SQLiteStore(OnlineStore):
             return {r[0]: (r[1], math.nan if r[2] is None else r[2]) for r in rows}
 
         return self._transaction(run)
+
+    def forget(self, pipeline: str, entity: str) -> int:
+        return self._transaction(
+            lambda conn: (
+                conn.execute("DELETE FROM events WHERE pipeline = ? AND entity = ?", (pipeline, entity)).rowcount
+            )
+        )
 
     def clear(self, pipeline: str) -> int:
         def run(conn):

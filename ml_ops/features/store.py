@@ -13,6 +13,10 @@ window, atomically per event: the event is added and counted in its hour **only 
 entity (a retried request does not count twice), so concurrent gateway replicas and a materialisation running
 beside them cannot lose or double an update. ``ingest`` records without reading (materialisation).
 
+Retention: an entity's events leave the store once they are older than the horizon of its newest event, and an
+entity that stays idle is dropped after ``TTL_SECONDS`` (Redis: key expiry; SQLite: events whose time is that far
+behind the newest bucket written, deleted every few thousand events); ``forget`` removes one entity at once.
+
 Backends, chosen by URL (``open_store``; the gateway's setting is ``MLOPS_ONLINE_STORE``):
 
 * ``redis://host:port/db`` (``rediss://`` for TLS): production. Several gateway replicas share one state, which
@@ -107,6 +111,11 @@ class OnlineStore(ABC):
     @abstractmethod
     def entity_events(self, pipeline: str, entity: str) -> dict[str, tuple[int, float]]:
         """An entity's stored events, {event id: (ts ns, amount)} (inspection and tests)."""
+
+    @abstractmethod
+    def forget(self, pipeline: str, entity: str) -> int:
+        """Remove one entity's events (erasure of a person); returns how many were removed. Its amounts stay in
+        the hourly global sums, which hold no entity."""
 
     @abstractmethod
     def clear(self, pipeline: str) -> int:

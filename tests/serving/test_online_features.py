@@ -63,7 +63,11 @@ def test_raw_events_get_the_batch_features_and_scores_and_both_are_logged(http, 
 
     day = (START + timedelta(days=len(world.days))).isoformat()  # the day after the world's last
     raw = generate_transactions(START, len(world.days) + 1, rows_per_day=1200, n_customers=400, seed=11)
-    events = raw[raw["ts"].dt.strftime("%Y-%m-%d") == day].iloc[:40].drop(columns=["is_fraud", "label_available_at"])
+    events = (
+        raw[raw["ts"].dt.strftime("%Y-%m-%d") == day]
+        .iloc[:40]
+        .drop(columns=["is_fraud", "label_available_at"], errors="ignore")
+    )
     ids = [f"raw-{i}" for i in range(len(events))]
     scores = []
     for rid, event in zip(ids, records(events), strict=True):  # one event per request, in time order

@@ -60,6 +60,12 @@ def test_pipelines_are_apart_and_clear_forgets_one(online_store):
     online_store.clear("tumors")
 
 
+def test_forget_removes_one_entity(online_store):
+    online_store.observe(P, [ev("a", "t1", T0), ev("a", "t2", T0 + 1), ev("b", "t3", T0)])
+    assert online_store.forget(P, "a") == 2
+    assert online_store.entity_events(P, "a") == {} and set(online_store.entity_events(P, "b")) == {"t3"}
+
+
 def test_state_survives_a_restart(store_url):
     url, ns = store_url
     store = open_store(url, namespace=ns)
