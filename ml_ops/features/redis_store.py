@@ -9,7 +9,8 @@ column is personal, so no raw id sits in Redis)::
 One Lua script per event does, atomically (Redis runs a script alone): find the entity's newest event, add the
 event with HSETNX (a no-op for an id already there: a retried request, or the same event materialised and
 served), add its amount to its hour's bucket only when it was new, drop the entity's events older than the
-horizon (newest - 7 days - lateness), refresh the keys' TTL (an idle entity and an old bucket expire by
+horizon (newest - 7 days - lateness; "newest" at most a day past the clock, so one event stamped far in the
+future does not push the entity's other events out), refresh the keys' TTL (an idle entity and an old bucket expire by
 themselves), and, for ``observe``, return the entity's events and the sums of the event's global window. The
 HASH of an entity is the "seen" set of its event ids; an id older than the horizon is not recorded at all.
 A request's events go in one pipelined round trip.
@@ -28,17 +29,19 @@ import numpy as np
 from ml_ops.features.store import EntityState, Event, OnlineStore, StoreUnavailable
 
 # KEYS[1] entity hash; ARGV: event id, ts, amount ("nan": none), bucket, first bucket, keep ns, ttl s,
-# bucket key prefix, read back (1) or not (0).
+# bucket key prefix, read back (1) or not (0), latest time the horizon may be measured from (ns).
 _SCRIPT = """
 local key, id, ts, amt = KEYS[1], ARGV[1], ARGV[2], ARGV[3]
 local tsn, bucket, first = tonumber(ts), tonumber(ARGV[4]), tonumber(ARGV[5])
 local keep, ttl, gprefix, read = tonumber(ARGV[6]), tonumber(ARGV[7]), ARGV[8], ARGV[9] == '1'
+local cap = tonumber(ARGV[10])
 local values = redis.call('HGETALL', key)
 local newest = tsn
 for i = 2, #values, 2 do
   local t = tonumber(string.match(values[i], '^%S+'))
   if t > newest then newest = t end
 end
+if newest > cap then newest = cap end
 local horizon = newest - keep
 local recorded = 0
 if tsn >= horizon and redis.call('HSETNX', key, id, ts .. ' ' .. amt) == 1 then
@@ -99,6 +102,7 @@ class RedisStore(OnlineStore):
 
     def _call(self, pipeline: str, events: Sequence[Event], read: bool) -> list:
         prefix = self._prefix(pipeline)
+        cap = str(self.horizon_cap())
         try:
             pipe = self.client.pipeline(transaction=False)
             for e in events:
@@ -114,6 +118,7 @@ class RedisStore(OnlineStore):
                         self.ttl_seconds,
                         f"{prefix}g:",
                         "1" if read else "0",
+                        cap,
                     ],
                     client=pipe,
                 )

@@ -84,7 +84,7 @@ class SQLiteStore(OnlineStore):
             "SELECT MAX(ts) FROM events WHERE pipeline = ? AND entity = ?", (pipeline, e.entity)
         ).fetchone()
         newest = e.ts if row[0] is None else max(row[0], e.ts)
-        horizon = newest - self.keep_ns
+        horizon = min(newest, self.horizon_cap()) - self.keep_ns
         recorded = False
         if e.ts >= horizon:
             amount = None if math.isnan(e.amount) else float(e.amount)

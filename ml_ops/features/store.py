@@ -90,6 +90,14 @@ class OnlineStore(ABC):
         self.ttl_seconds = ttl_seconds
         self.global_buckets = GLOBAL_BUCKETS
 
+    @staticmethod
+    def horizon_cap() -> int:
+        """The latest time an entity's horizon is measured from: a day past the clock (ns). An event stamped far
+        in the future is still recorded, but does not push its entity's earlier events out."""
+        import time
+
+        return time.time_ns() + LATENESS_NS
+
     @property
     def label(self) -> str:
         """The URL without credentials, for messages and /pipelines."""

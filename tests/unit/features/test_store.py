@@ -43,6 +43,16 @@ def test_out_of_order_events_take_their_place_and_too_late_ones_are_not_kept(onl
     assert not too_late.recorded and set(online_store.entity_events(P, "a")) == {"new"}
 
 
+def test_an_event_far_in_the_future_does_not_push_the_others_out(online_store):
+    import time
+
+    now = time.time_ns() // HOUR_NS * HOUR_NS
+    online_store.observe(P, [ev("a", "now", now)])
+    online_store.observe(P, [ev("a", "year-2099", now + 30_000 * DAY_NS)])
+    state = online_store.observe(P, [ev("a", "later", now + HOUR_NS)])[0]
+    assert state.recorded and len(state.ts) == 3
+
+
 def test_null_amounts_are_kept_as_events_but_not_summed(online_store):
     online_store.observe(P, [ev("a", "x", T0, float("nan")), ev("a", "y", T0 + 1, 7.0)])
     state = online_store.observe(P, [ev("c", "z", T0 + HOUR_NS)])[0]
