@@ -21,6 +21,7 @@ replicas), not Redis Cluster.
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Sequence
 
@@ -95,36 +96,49 @@ class RedisStore(OnlineStore):
         self.client = redis.Redis.from_url(
             url, socket_timeout=5, socket_connect_timeout=3, health_check_interval=30, decode_responses=True
         )
-        self._script = self.client.register_script(_SCRIPT)
+        self._no_script = redis.exceptions.NoScriptError
+        self._sha = hashlib.sha1(_SCRIPT.encode()).hexdigest()  # what SCRIPT LOAD answers; loaded on first NOSCRIPT
 
     def _prefix(self, pipeline: str) -> str:
         return f"{self.namespace}:online:{pipeline}:"
 
     def _call(self, pipeline: str, events: Sequence[Event], read: bool) -> list:
         prefix = self._prefix(pipeline)
-        cap = str(self.horizon_cap())
+        cap, flag, gprefix = str(self.horizon_cap()), "1" if read else "0", f"{prefix}g:"
+        calls = [
+            (
+                f"{prefix}e:{e.entity}",
+                e.event_id,
+                str(int(e.ts)),
+                _amount(e.amount),
+                e.bucket,
+                e.first_bucket,
+                self.keep_ns,
+                self.ttl_seconds,
+                gprefix,
+                flag,
+                cap,
+            )
+            for e in events
+        ]
         try:
-            pipe = self.client.pipeline(transaction=False)
-            for e in events:
-                self._script(
-                    keys=[f"{prefix}e:{e.entity}"],
-                    args=[
-                        e.event_id,
-                        str(int(e.ts)),
-                        _amount(e.amount),
-                        e.bucket,
-                        e.first_bucket,
-                        self.keep_ns,
-                        self.ttl_seconds,
-                        f"{prefix}g:",
-                        "1" if read else "0",
-                        cap,
-                    ],
-                    client=pipe,
-                )
-            return pipe.execute()
+            try:
+                return self._run(calls)
+            except self._no_script:  # a restarted or flushed Redis: load the script once, then run again
+                self._sha = self.client.script_load(_SCRIPT)
+                return self._run(calls)
         except self._errors as exc:
             raise StoreUnavailable(f"online store {self.label}: {type(exc).__name__}: {exc}") from None
+
+    def _run(self, calls: list[tuple]) -> list:
+        """One EVALSHA per event: a single event without a pipeline (one round trip; redis-py's pipelined
+        scripts would first ask SCRIPT EXISTS), several in one pipelined round trip."""
+        if len(calls) == 1:
+            return [self.client.evalsha(self._sha, 1, *calls[0])]
+        pipe = self.client.pipeline(transaction=False)
+        for call in calls:
+            pipe.evalsha(self._sha, 1, *call)
+        return pipe.execute()
 
     def observe(self, pipeline: str, events: Sequence[Event]) -> list[EntityState]:
         out = []

@@ -29,7 +29,9 @@ not model inputs (a name the log already uses, e.g. the timestamp ``ts``, gets t
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -114,12 +116,34 @@ def _ids(columns: RawColumns, column: str, values: list) -> list[str]:
     return [v if type(v) is str else str(v) for v in values]
 
 
-def _timestamps(columns: RawColumns, column: str, values: list) -> np.ndarray:
-    import pandas as pd
+# What the fast path parses (datetime.fromisoformat, microseconds at most); anything else goes to pandas.
+_ISO = re.compile(r"\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?(Z|[+-]\d{2}:\d{2})?")
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
+
+def _fast_ns(value: str) -> int | None:
+    """ns since the epoch of a plain ISO 8601 timestamp (naive = UTC), or None to let pandas decide."""
+    if not _ISO.fullmatch(value):
+        return None
+    try:
+        dt = datetime.fromisoformat(value[:-1] + "+00:00" if value.endswith("Z") else value)
+    except ValueError:
+        return None
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=timezone.utc)
+    delta = dt - _EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000_000 + delta.microseconds * 1000
+
+
+def _timestamps(columns: RawColumns, column: str, values: list) -> np.ndarray:
     for i, v in enumerate(values):
         if type(v) is not str:
             raise _bad(columns, column, i, v, "an ISO 8601 timestamp as text, e.g. '2026-03-02T10:15:00Z'")
+    fast = [_fast_ns(v) for v in values]
+    if None not in fast:
+        return np.array(fast, dtype=np.int64)
+    import pandas as pd
+
     parsed = pd.to_datetime(pd.Series(values, dtype=object), utc=True, errors="coerce", format="ISO8601")
     bad = np.flatnonzero(parsed.isna().to_numpy())
     if bad.size:

@@ -117,3 +117,19 @@ def test_two_clients_share_one_state_under_concurrent_updates_and_retries(store_
 def test_a_bad_url_names_what_is_expected():
     with pytest.raises(ValueError, match="redis://host:port/db"):
         open_store("postgres://x")
+
+
+def test_redis_loads_its_script_when_the_server_does_not_have_it(redis_namespace, monkeypatch):
+    import hashlib
+    import uuid
+
+    from ml_ops.features import redis_store
+    from tests.unit.features.conftest import redis_url
+
+    fresh = redis_store._SCRIPT + f"\n-- {uuid.uuid4().hex}\n"  # a text this server has never seen
+    monkeypatch.setattr(redis_store, "_SCRIPT", fresh)
+    store = open_store(redis_url(), namespace=redis_namespace)
+    store._sha = hashlib.sha1(fresh.encode()).hexdigest()
+    assert store.observe(P, [ev("a", "t1", T0)])[0].recorded
+    assert store.client.script_exists(store._sha) == [True]
+    store.close()

@@ -193,3 +193,11 @@ def test_time_parts_are_opt_in_and_named():
     assert "hour_of_day" in hour.columns and "day_of_week" not in hour.columns
     with pytest.raises(ValueError, match=r"unknown time part\(s\) \['minute'\]"):
         feats(today, history, time_parts=["minute"])
+
+
+def test_time_parts_are_pandas_hour_and_weekday_before_and_after_1970():
+    from ml_ops.features.definition import time_part_values
+
+    ts = pd.to_datetime(["1969-12-31 23:59:59", "1970-01-01 00:00:00", "2024-02-29 13:05:00", "2026-03-08 23:00:00"])
+    got = time_part_values(ts.to_numpy("datetime64[ns]").view(np.int64), ALL_TIME)
+    assert got["hour_of_day"].tolist() == ts.hour.tolist() and got["day_of_week"].tolist() == ts.dayofweek.tolist()

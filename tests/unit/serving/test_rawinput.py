@@ -81,3 +81,21 @@ def test_the_mode_is_chosen_explicitly():
     assert input_mode("RAW", "model") == "raw"
     with pytest.raises(RequestError, match="X-Input must be one of"):
         input_mode("features", "model")
+
+
+def test_the_fast_timestamp_parse_agrees_with_pandas():
+    import pandas as pd
+
+    from ml_ops.serving.rawinput import _fast_ns
+
+    for text in [
+        "2026-03-02T10:15:00Z",
+        "2026-03-02 10:15",
+        "2026-03-02T10:15:00.123456",
+        "2026-03-02T12:15:00.5+02:00",
+        "1969-12-31T23:59:59.999999-05:30",
+    ]:
+        expected = pd.to_datetime(pd.Series([text]), utc=True, format="ISO8601").dt.tz_localize(None)
+        assert _fast_ns(text) == expected.to_numpy("datetime64[ns]").view(np.int64)[0], text
+    assert _fast_ns("2026-03-02T10:15:00.123456789") is None  # nanoseconds: pandas parses it
+    assert parse({**EVENT, "ts": "2026-03-02T10:15:00.123456789Z"}).ts[0] % 1000 == 789
