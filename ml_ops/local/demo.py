@@ -1,9 +1,10 @@
 """``make demo``: the whole loop of the fraud pipeline, by itself, on the embedded stack.
 
 The simulated world: card transactions for the days up to yesterday (M), with a concept change on day C
-(fraud switches from card-not-present takeover to small-amount card testing). The champion was trained
-before the change. Then everything runs through the real Airflow scheduler, with no manual trigger of
-training or canary:
+(fraud switches from card-not-present takeover to small-amount card testing), and their labels in their own
+table (``transaction_labels``: chargebacks days to weeks late, legitimate transactions confirmed after 7
+days), which fraud.yaml's ``labels:`` section reads. The champion was trained before the change. Then
+everything runs through the real Airflow scheduler, with no manual trigger of training or canary:
 
 1. the monitoring DAG's nightly run for M (a backfill of reports over the last days, so the quality chart
    shows the days before and after the change) writes drift reports to S3 and metrics to MLflow; the
@@ -14,8 +15,8 @@ training or canary:
 3. the canary DAG starts from that Asset and rolls the challenger out step by step on fresh traffic (days
    after M from the same simulated world, labels posted back after the simulator's delay) and promotes it.
 
-The history the loop builds on (raw, validation, features partitions of the days up to M and the first
-champion) is made in-process with the pipeline's own step functions, as the end-to-end tests do: seconds
+The history the loop builds on (raw, validation, features and labels partitions of the days up to M and the
+first champion) is made in-process with the pipeline's own step functions, as the end-to-end tests do: seconds
 instead of a backfill of one Airflow run per day.
 
 Demo-only settings: the stack runs with ``MLOPS_SCHEDULES=assets`` (clock schedules off, so the demo's
@@ -39,7 +40,10 @@ from ml_ops import layout
 PIPELINE = "fraud"
 ROWS_PER_DAY = int(os.environ.get("MLOPS_DEMO_ROWS_PER_DAY", "3000"))
 TRAFFIC_RATE = float(os.environ.get("MLOPS_DEMO_TRAFFIC_RATE", "30"))  # fresh events/s sent to the gateway
-LABEL_SECONDS_PER_DAY = 3.0  # a label the simulated world delivers after 2 days reaches the gateway after ~6 s
+# a chargeback the simulated world delivers after 2 days reaches the gateway after ~6 s, the confirmation of a
+# legitimate transaction (7 days) after ~21 s
+LABEL_SECONDS_PER_DAY = 3.0
+LABELS_TABLE = "transaction_labels"  # fraud.yaml's labels: sql reads it (include/sql/fraud_labels.sql)
 SEED, CUSTOMERS = 7, 2000  # the simulated world (ml_ops.local.sim.generate_transactions)
 POST_CHANGE_TRAINING_DAYS = 2  # days after the change in the retrain's training window
 # The demo's fraud.yaml: the canary paced for ~30 requests/s of demo traffic (~2.5 % fraud), everything else
@@ -142,15 +146,17 @@ def start_stack(clock: Clock):
 
 
 def load_history(stack, cfg, cal: Calendar, clock: Clock) -> int:
-    """The source database (transactions with the change, tumours), the pipeline's partitions up to M and
-    the champion trained for T; returns the champion's version."""
+    """The source database (transactions with the change, their labels in their own table, tumours), the
+    pipeline's partitions up to M (labels joined as of T's end for the champion, then as of M's end) and the
+    champion trained for T; returns the champion's version."""
     import sqlalchemy as sa
     from mlflow import MlflowClient
 
     from ml_ops.interval import DayInterval
-    from ml_ops.local.sim import generate_transactions, generate_tumors, load_source
+    from ml_ops.local.sim import generate_labels, generate_transactions, generate_tumors, load_source
+    from ml_ops.local.sim.transactions import LABEL_IN_ROW
     from ml_ops.pipeline.registry import promote
-    from ml_ops.pipeline.steps import extract_step, features_step, train_step, validate_step
+    from ml_ops.pipeline.steps import extract_step, features_step, labels_step, train_step, validate_step
     from ml_ops.storage import ObjectStore
 
     w = world(cal)
@@ -165,11 +171,16 @@ def load_history(stack, cfg, cal: Calendar, clock: Clock) -> int:
         label_delay_days=cfg.target.label_delay_days,
         events=w.events,
     )
-    load_source(url, "transactions", rows)
+    # The transactions carry no label; chargebacks (and confirmations of legitimate transactions) go to their
+    # own table with the simulator's delays, as fraud.yaml's labels: section reads them.
+    labels = generate_labels(rows, w.seed)
+    load_source(url, "transactions", rows.drop(columns=list(LABEL_IN_ROW)), labels_table=LABELS_TABLE, labels=labels)
     load_source(url, "tumors", generate_tumors(cal.warmup, days, label_delay_days=1))
     clock.say(
         f"source: {len(rows)} card transactions of {days} days ({cal.warmup}..{cal.last}), fraud rate "
-        f"{rows['is_fraud'].mean():.1%}; concept change on {cal.change} (fraud turns to small-amount card testing)"
+        f"{rows['is_fraud'].mean():.1%}; concept change on {cal.change} (fraud turns to small-amount card testing); "
+        f"{len(labels)} labels in {LABELS_TABLE} (chargebacks 1-5 days late, a tail of weeks; legitimate "
+        "transactions confirmed after 7 days)"
     )
     store = ObjectStore(stack.s3_client())
     engine = sa.create_engine(url)
@@ -180,13 +191,17 @@ def load_history(stack, cfg, cal: Calendar, clock: Clock) -> int:
             validate_step(cfg, store, interval)
             if day >= cal.first:
                 features_step(cfg, store, interval)
+        # the labels task of T's training run (labels known by T's end), then of M's (for the monitoring nights)
+        labels_step(cfg, store, DayInterval.for_day(cal.champion_day), engine)
+        trained = train_step(cfg, store, DayInterval.for_day(cal.champion_day), stack.mlflow_url, run_id="demo-history")
+        joined = labels_step(cfg, store, DayInterval.for_day(cal.last), engine)
     finally:
         engine.dispose()
     clock.say(
-        f"history: raw and validation partitions of {cal.warmup}..{cal.last}, features of {cal.first}..{cal.last} "
+        f"history: raw and validation partitions of {cal.warmup}..{cal.last}, features of {cal.first}..{cal.last}, "
+        f"labels joined as of {cal.last}'s end ({joined['labelled']} rows labelled, {joined['corrected']} corrected) "
         f"({cfg.prefix()}/)"
     )
-    trained = train_step(cfg, store, DayInterval.for_day(cal.champion_day), stack.mlflow_url, run_id="demo-history")
     client = MlflowClient(stack.mlflow_url)
     promote(client, cfg.name, trained["version"], reason="demo: the champion before the change", by="demo")
     version = client.get_model_version(cfg.name, str(trained["version"]))

@@ -309,9 +309,10 @@ class FreshEvents:
 
     # ---- labels
 
-    def _labels(self, raw: pd.DataFrame) -> tuple[list[int | None], list[float]]:
+    def _labels(self, day: date, raw: pd.DataFrame) -> tuple[list[int | None], list[float]]:
         """Each event's final label and its delay in days; with a labels: section the chargeback table's
-        (written to ``labels_table`` when given), else the source row's (``label_available_at``)."""
+        (written to ``labels_table`` when given), else the source row's (``label_available_at``). An extracted
+        day of a pipeline whose source rows carry no label takes its events' truth from the world."""
         import numpy as np
         import pandas as pd
 
@@ -320,7 +321,14 @@ class FreshEvents:
         if cfg.labels is not None:
             from ml_ops.local.sim import generate_labels, load_labels
 
-            table = generate_labels(raw, self.world.seed)
+            events = raw
+            if cfg.target.column not in raw.columns:  # as extracted: the world's day has the same events
+                truth = self.world.day(day, cfg.target.label_delay_days).set_index(cfg.source.id_column)
+                ids = raw[cfg.source.id_column]
+                if not ids.isin(truth.index).all():
+                    raise ValueError(f"{day}: the extracted events are not of {self.world}: their labels are unknown")
+                events = raw.assign(**{cfg.target.column: truth.loc[ids, cfg.target.column].to_numpy()})
+            table = generate_labels(events, self.world.seed)
             if self.labels_db and self.labels_table:
                 load_labels(self.labels_db, self.labels_table, table)
             final = table.drop_duplicates(cfg.source.id_column, keep="last").set_index(cfg.source.id_column)
@@ -345,7 +353,7 @@ class FreshEvents:
         self.next = day + timedelta(days=1)
         raw = self._raw(day).reset_index(drop=True)
         features = self.features(day, raw)
-        labels, delays = self._labels(raw)
+        labels, delays = self._labels(day, raw)
         keep = day - timedelta(days=self.cfg.features.lookback_days)  # older generated days are history no more
         self._generated = {d: df for d, df in self._generated.items() if date.fromisoformat(d) >= keep}
         self.days.append(day.isoformat())

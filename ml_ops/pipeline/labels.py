@@ -19,14 +19,19 @@ confirmed again later keeps the time of the chargeback. Feedback rows name a req
 the serving logs of the window tell which event (the pipeline's id column, sent with the request) it was.
 
 Training and monitoring read the labels through ``load_labelled`` (``attach_labels`` here), keeping the
-labels known by the window's ``labels_known_at``. A re-run of an old day rewrites the window's partitions as
-of that day's end (no label from its future); the next day's run brings them forward again.
+labels known by the window's ``labels_known_at``, of the days that have matured by then: a day is labelled
+``target.label_delay_days`` after it ends, as training's window counts it. A younger day's known labels are
+the early ones only (chargebacks come within days, a legitimate transaction is confirmed once it is old
+enough), a sample of mostly one class: on it a model's ROC-AUC and error say nothing, and the monitoring's
+error-stream detector would alarm on the positives arriving first. A re-run of an old day rewrites the
+window's partitions as of that day's end (no label from its future); the next day's run brings them forward
+again.
 """
 
 from __future__ import annotations
 
 import logging
-from datetime import date, datetime, timezone
+from datetime import date, datetime, timedelta, timezone
 from typing import TYPE_CHECKING
 
 from ml_ops import layout
@@ -280,15 +285,20 @@ def attach_labels(
     store: ObjectStore, cfg: Pipeline, features: pd.DataFrame, ds: str, labels_known_at: datetime
 ) -> pd.DataFrame:
     """The rows of day ``ds``'s features whose label was known by ``labels_known_at``, with the label from
-    ``labels/ds=<ds>/`` as the target column (the source row's label and label time, if any, are dropped)."""
+    ``labels/ds=<ds>/`` as the target column (the source row's label and label time, if any, are dropped).
+    None before the day has matured (``target.label_delay_days`` after its end; see the module's doc)."""
     import pandas as pd
 
     target, id_col = cfg.target.column, cfg.source.id_column
     df = features.drop(columns=[c for c in (target, cfg.target.label_available_column) if c and c in features])
+    none = df.iloc[0:0].assign(**{target: pd.Series(dtype="int64")})
+    matured_at = DayInterval.for_day(date.fromisoformat(ds)).end + timedelta(days=cfg.target.label_delay_days)
+    if _utc(matured_at) > _utc(labels_known_at):
+        return none
     part = layout.partition(cfg.prefix(), layout.LABELS, ds)
     if not store.exists(part):
         log.info("%s ds=%s: no labels partition %s yet: no labelled rows", cfg.name, ds, part)
-        return df.iloc[0:0].assign(**{target: pd.Series(dtype="int64")})
+        return none
     labels = store.read_parquet(part)
     labels = labels[pd.to_datetime(labels[LABELLED_AT], utc=True) <= _utc(labels_known_at)]
     by_id = pd.Series(labels[LABEL].to_numpy(), index=labels[ID].astype(str).to_numpy())

@@ -47,6 +47,7 @@ def test_training_dag_shape(dagbag):
         "extract",
         "validate",
         "features",
+        "labels",  # fraud's labels arrive in their own table: joined before training
         "train",
         "compare",
         "challenger_won",

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.helpers import free_port, running_stack
+from tests.e2e.helpers import E2E_LABEL_DELAY_DAYS, free_port, running_stack
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -64,7 +64,8 @@ def inbox():
 
 @pytest.fixture(scope="session")
 def include_dir(tmp_path_factory):
-    """A copy of include/ with a shorter training window so the e2e run needs fewer days."""
+    """A copy of include/ with a shorter training window and label delay so the e2e run needs fewer days (the
+    suites' labels tables are drawn with delays to match: tests/e2e/helpers.load_fraud_source)."""
     target = tmp_path_factory.mktemp("include") / "include"
     shutil.copytree(REPO / "include", target)
     fraud = target / "pipelines" / "fraud.yaml"
@@ -72,7 +73,7 @@ def include_dir(tmp_path_factory):
     for old, new in (
         ("window_days: 6", "window_days: 3"),
         ("holdout_days: 2", "holdout_days: 1"),
-        ("label_delay_days: 2", "label_delay_days: 1"),
+        ("label_delay_days: 8", f"label_delay_days: {E2E_LABEL_DELAY_DAYS}"),
         ("min_rows: 1000", "min_rows: 500"),
     ):
         assert old in text, old

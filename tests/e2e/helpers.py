@@ -26,6 +26,35 @@ def run_day(airflow, dag_id: str, day: date, conf: dict | None = None, timeout: 
     return {"run_id": run_id, "state": state, "tasks": tasks}
 
 
+# fraud.yaml reads its labels from their own table (transaction_labels) and counts a day as labelled 8 days after
+# it ends: chargebacks 1-5 days late, legitimate transactions confirmed after 7. The e2e include copy
+# (conftest.include_dir) shortens that to 1 day so the suites need few days; their labels tables are drawn with
+# delays to match: chargebacks within hours (a small tail of days), confirmations after 6 hours, so a day's labels
+# are all in a day after it ends, as the shipped config's are after 8.
+E2E_LABEL_DELAY_DAYS = 1
+E2E_LABEL_DELAYS = {
+    "maturity_days": 0.25,
+    "chargeback_days": (0.1, 0.6),
+    "tail_share": 0.05,
+    "tail_mean_days": 1.0,
+    "max_delay_days": 5.0,
+}
+LABELS_TABLE = "transaction_labels"
+
+
+def load_fraud_source(db_url: str, transactions, seed: int, labels=None):
+    """``transactions`` (generate_transactions' frame) into the source as a real one holds them: the table
+    ``transactions`` without the label (is_fraud, label_available_at), and their labels in ``transaction_labels``
+    (default: ``generate_labels`` with the e2e delays). Returns load_source's result."""
+    from ml_ops.local.sim import generate_labels, load_source
+    from ml_ops.local.sim.transactions import LABEL_IN_ROW
+
+    if labels is None:
+        labels = generate_labels(transactions, seed, **E2E_LABEL_DELAYS)
+    rows = transactions.drop(columns=[c for c in LABEL_IN_ROW if c in transactions.columns])
+    return load_source(db_url, "transactions", rows, labels_table=LABELS_TABLE, labels=labels)
+
+
 def source_counts(db_url: str, table: str, ts_column: str) -> dict[str, int]:
     import sqlalchemy as sa
 

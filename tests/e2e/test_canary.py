@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 
 from ml_ops import layout
-from tests.e2e.helpers import running_stack
+from tests.e2e.helpers import load_fraud_source, running_stack
 
 pytestmark = pytest.mark.e2e
 
@@ -76,14 +76,16 @@ def world(inbox, canary_include):
     its S3 and source database, and three real models: v1 (champion), v2 (the same estimator trained on twice
     the data) and v3 ("weak": the same estimator and data with its strongest inputs shuffled, so it costs
     the same and scores alike, but ranks worse)."""
+    import sqlalchemy as sa
     from mlflow import MlflowClient
 
     from ml_ops.config import load_pipeline_by_name
     from ml_ops.interval import DayInterval
     from ml_ops.local.airflow_client import AirflowClient
-    from ml_ops.local.sim import generate_transactions, load_source
+    from ml_ops.local.sim import generate_transactions
+    from ml_ops.local.sim.transactions import LABEL_IN_ROW
     from ml_ops.pipeline.registry import promote
-    from ml_ops.pipeline.steps import features_step, model_columns, uri, validate_step
+    from ml_ops.pipeline.steps import features_step, labels_step, load_labelled, model_columns, uri, validate_step
     from ml_ops.pipeline.train import train_and_register
     from ml_ops.storage import ObjectStore
 
@@ -99,15 +101,20 @@ def world(inbox, canary_include):
     with running_stack(inbox, env, prefix="mlops-e2e-canary-") as stack:
         cfg = load_pipeline_by_name("fraud")
         store = ObjectStore(stack.s3_client())
-        raw = generate_transactions(D0, DAYS, rows_per_day=ROWS_PER_DAY, seed=SEED, label_delay_days=1)
-        load_source(stack.source_db_url, "transactions", raw)  # what the training DAG extracts
+        generated = generate_transactions(D0, DAYS, rows_per_day=ROWS_PER_DAY, seed=SEED)
+        # what the training DAG extracts (no label in the rows) and its labels task joins (their own table)
+        load_fraud_source(stack.source_db_url, generated, seed=SEED)
+        raw = generated.drop(columns=list(LABEL_IN_ROW))
         days = [DayInterval.for_day(D0 + timedelta(days=i)) for i in range(DAYS)]
         for d in days:  # in order, as the training DAG does: features read only validated earlier days
             store.write_parquet(raw[raw["ts"].dt.date == d.day].reset_index(drop=True), uri(cfg, "raw", d.ds))
             validate_step(cfg, store, d)
         for d in days[1:]:
             features_step(cfg, store, d)
-        frames = [store.read_parquet(uri(cfg, "features", d.ds)) for d in days[1:]]
+        engine = sa.create_engine(stack.source_db_url)
+        labels_step(cfg, store, days[-1], engine)  # labels known by the last day's end: days 1-3 have matured
+        engine.dispose()
+        frames = [load_labelled(store, [uri(cfg, "features", d.ds)], cfg, days[-1].end) for d in days[1:-1]]
         holdout = frames[2]
         numeric, categorical = model_columns(cfg)
         versions = {}

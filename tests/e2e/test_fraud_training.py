@@ -11,7 +11,7 @@ from datetime import date, timedelta
 import pytest
 import yaml
 
-from tests.e2e.helpers import assert_day_partitions, assert_first_champion, run_day
+from tests.e2e.helpers import assert_day_partitions, assert_first_champion, load_fraud_source, run_day
 
 pytestmark = pytest.mark.e2e
 
@@ -36,13 +36,10 @@ def _source_path(stack) -> str:
 def history(stack, airflow, store):
     """Source loaded with 8 days (the last ones made defective); the good days built in order (the first three
     in-process, the rest through the scheduler); the crippled and defective days are run by their tests."""
-    from ml_ops.local.sim import generate_transactions, load_source
+    from ml_ops.local.sim import generate_transactions
 
-    load_source(
-        stack.source_db_url,
-        "transactions",
-        generate_transactions(D0, 8, rows_per_day=1500, seed=11, label_delay_days=1),
-    )
+    # transactions without a label; chargebacks in their own table (the e2e delays: a day is labelled a day later)
+    load_fraud_source(stack.source_db_url, generate_transactions(D0, 8, rows_per_day=1500, seed=11), seed=11)
     _inject_defects(_source_path(stack))
     _build_history_in_process(stack, store, WARM_DAYS)
     runs = {day: run_day(airflow, DAG, day) for day in RUN_DAYS}
@@ -81,6 +78,25 @@ def test_partitions_reports_and_row_counts(history, stack, store):
     for day, run in history.items():
         assert run["state"] == "success", (day, run)
     assert_day_partitions(store, stack.source_db_url, GOOD_DAYS)
+
+
+def test_labels_come_from_their_own_table(history, store):
+    """The extracted rows carry no label; each run's labels task joined the chargebacks table to the features of
+    its trailing days: after the last good day's run, every earlier day is labelled (the e2e label delay is a
+    day), all from the table."""
+    from ml_ops import layout
+
+    prefix = "s3://mlops/pipelines/fraud"
+    raw = store.read_parquet(f"{prefix}/raw/ds={GOOD_DAYS[0]}/data.parquet")
+    assert not {"is_fraud", "label_available_at"} & set(raw.columns), list(raw.columns)
+    assert history[GOOD_DAYS[-1]]["tasks"]["labels"] == "success"
+    positives = 0
+    for day in GOOD_DAYS[:-1]:
+        summary = store.read_json(layout.partition(prefix, layout.LABELS, day.isoformat(), layout.LABELS_SUMMARY))
+        assert summary["written_by"] == GOOD_DAYS[-1].isoformat(), summary
+        assert summary["labelled"] == summary["rows"] > 1000 and summary["by_source"] == {"table": summary["rows"]}
+        positives += summary["positives"]
+    assert positives > 50
 
 
 def test_first_days_skip_training_then_version_1_is_champion(history, mlflow_client):

@@ -21,7 +21,7 @@ from datetime import date, datetime, timedelta, timezone
 
 import pytest
 
-from tests.e2e.helpers import run_day, running_stack
+from tests.e2e.helpers import load_fraud_source, run_day, running_stack
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1800)]
 
@@ -121,18 +121,20 @@ def _write_serving_logs(store, cfg, champion, ds: str) -> dict:
 
 
 def _seed(stack, cfg, store, days: dict[int, date], yesterday: date) -> dict:
-    """Source rows through today, raw partitions from WARMUP days before day 0, features from day 0,
-    the champion (trained on days 0-2, holdout day 3, as the training DAG would on day 4) and the
-    gateway's logs of the LOGGED days."""
+    """Source rows through today (their labels in their own table), raw partitions from WARMUP days before
+    day 0, features from day 0, the champion (trained on days 0-2, holdout day 3, as the training DAG would on
+    day 4, with the labels its labels task joins as of day 4's end), the labels joined as of yesterday's end
+    (the daily training runs' labels task would have; monitoring reads them) and the gateway's logs of the
+    LOGGED days."""
     import sqlalchemy as sa
     from mlflow import MlflowClient
 
     from ml_ops.interval import DayInterval
-    from ml_ops.local.sim import ConceptChange, CovariateShift, generate_transactions, load_source
+    from ml_ops.local.sim import ConceptChange, CovariateShift, generate_transactions
     from ml_ops.monitoring.champion import Champion
     from ml_ops.pipeline.history import mark_validated
     from ml_ops.pipeline.registry import promote
-    from ml_ops.pipeline.steps import extract_step, features_step, train_step
+    from ml_ops.pipeline.steps import extract_step, features_step, labels_step, train_step
 
     offset = days[0] - START
     first = START - timedelta(days=WARMUP)
@@ -150,7 +152,7 @@ def _seed(stack, cfg, store, days: dict[int, date], yesterday: date) -> dict:
     )
     for col in ("ts", "label_available_at"):  # same rows, same weekdays, whole weeks later
         df[col] = df[col] + offset
-    load_source(stack.source_db_url, "transactions", df)
+    load_fraud_source(stack.source_db_url, df, seed=11)  # no label in the rows; chargebacks in their own table
 
     engine = sa.create_engine(stack.source_db_url)
     calendar = [days[0] + timedelta(days=i) for i in range(-WARMUP, (yesterday - days[0]).days + 1)]
@@ -161,8 +163,11 @@ def _seed(stack, cfg, store, days: dict[int, date], yesterday: date) -> dict:
         features_step(cfg, store, DayInterval.for_day(day))
 
     client = MlflowClient(stack.mlflow_url)
+    labels_step(cfg, store, DayInterval.for_day(days[CHAMPION_DAY]), engine)
     trained = train_step(cfg, store, DayInterval.for_day(days[CHAMPION_DAY]), stack.mlflow_url, run_id="e2e-seed")
     promote(client, cfg.name, trained["version"], reason="e2e seed: first model")
+    labels_step(cfg, store, DayInterval.for_day(yesterday), engine)
+    engine.dispose()
     champion = Champion(cfg, stack.mlflow_url)
     logs = {i: _write_serving_logs(store, cfg, champion, days[i].isoformat()) for i in LOGGED}
     return {"champion": trained["version"], "logs": logs}

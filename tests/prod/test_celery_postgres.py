@@ -10,7 +10,7 @@ from datetime import date, timedelta
 
 import pytest
 
-from tests.e2e.helpers import assert_day_partitions, assert_first_champion, run_day
+from tests.e2e.helpers import assert_day_partitions, assert_first_champion, load_fraud_source, run_day
 
 pytestmark = pytest.mark.e2e
 
@@ -25,13 +25,11 @@ PREFIX = "s3://mlops/pipelines/fraud"
 @pytest.fixture(scope="module")
 def history(stack, airflow):
     """Six good days of source data, run in order; each run's task instances as the REST API shows them."""
-    from ml_ops.local.sim import generate_transactions, load_source
+    from ml_ops.local.sim import generate_transactions
 
-    load_source(
-        stack.source_db_url,
-        "transactions",
-        generate_transactions(D0, len(GOOD_DAYS), rows_per_day=1500, seed=11, label_delay_days=1),
-    )
+    # no label in the rows; chargebacks in their own table, which each run's labels task joins
+    rows = generate_transactions(D0, len(GOOD_DAYS), rows_per_day=1500, seed=11)
+    load_fraud_source(stack.source_db_url, rows, seed=11)
     runs = {day: run_day(airflow, DAG, day) for day in GOOD_DAYS}
     for run in runs.values():
         run["task_instances"] = airflow.task_instances(DAG, run["run_id"])
@@ -73,7 +71,7 @@ def test_tasks_ran_on_both_workers(history, stack):
         for t in run["task_instances"]
         if t["state"] == "success"
     ]
-    assert len(ran) >= len(GOOD_DAYS) * 3, ran  # at least extract, validate, features every day
+    assert len(ran) >= len(GOOD_DAYS) * 4, ran  # at least extract, validate, features, labels every day
     hosts = {host for _, _, host in ran}
     assert hosts == workers, sorted(ran)  # every task ran on one of our workers, and both took some
     # The workers' own logs agree: each Celery worker received and executed Airflow workloads.
@@ -88,7 +86,7 @@ def test_state_lives_in_postgres(history, databases):
     # The Celery result backend (db+postgresql) recorded the workloads the workers executed.
     assert (
         _query(databases["airflow"], "SELECT count(*) FROM celery_taskmeta WHERE status = 'SUCCESS'")[0][0]
-        >= len(GOOD_DAYS) * 3
+        >= len(GOOD_DAYS) * 4
     )
     aliases = _query(databases["mlflow"], "SELECT alias, version FROM registered_model_aliases WHERE name = 'fraud'")
     assert ("champion", 1) in aliases

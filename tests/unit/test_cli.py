@@ -90,16 +90,16 @@ def test_pipeline_dry_run_reaches_its_module_and_refuses_what_cannot_train(capsy
     with pytest.raises(SystemExit) as exc:
         cli.main(["pipeline"])
     assert exc.value.code == 2 and "usage: mlops pipeline" in capsys.readouterr().err
-    # too few days for the fraud YAML's training window (6 + 2 + 2), refused before touching anything
-    assert cli.main(["pipeline", "dry-run", "fraud", "--days", "9", "--end", "2026-01-31"]) == 2
+    # too few days for the fraud YAML's training window (6 + 2 + 8), refused before touching anything
+    assert cli.main(["pipeline", "dry-run", "fraud", "--days", "15", "--end", "2026-01-31"]) == 2
     err = capsys.readouterr().err
-    assert "--days 9 is too few to train" in err and "training.window_days 6" in err and "--days 10" in err
+    assert "--days 15 is too few to train" in err and "training.window_days 6" in err and "--days 16" in err
     assert cli.main(["pipeline", "dry-run", "nope", "--days", "10"]) == 2
     assert "no pipeline 'nope'" in capsys.readouterr().err
     # no AIRFLOW_CONN_SOURCE_DB and no embedded source database: the message says how to give one
     monkeypatch.delenv("AIRFLOW_CONN_SOURCE_DB", raising=False)
     monkeypatch.setenv("MLOPS_HOME", str(tmp_path / "home"))
-    assert cli.main(["pipeline", "dry-run", "fraud", "--days", "10"]) == 2
+    assert cli.main(["pipeline", "dry-run", "fraud", "--days", "16"]) == 2
     err = capsys.readouterr().err
     assert "no source for connection 'source_db': set AIRFLOW_CONN_SOURCE_DB" in err, err
 

@@ -81,10 +81,12 @@ def test_check_warns_when_the_connection_cannot_be_resolved_and_keeps_the_static
     (tmp_path / "fraud.yaml").write_text(yaml.safe_dump(raw))
     monkeypatch.delenv("AIRFLOW_CONN_NOWHERE_DB", raising=False)
     assert main([str(tmp_path / "fraud.yaml")]) == 0
-    ok, warn = capsys.readouterr().out.splitlines()
+    ok, warn, warn_labels = capsys.readouterr().out.splitlines()
     assert ok == "ok    fraud.yaml: pipeline 'fraud', DAG fraud_training"
     assert warn.startswith("warn  fraud.yaml: sql/fraud_extract.sql (pipeline 'fraud', source.sql) not run"), warn
     assert "connection 'nowhere_db' not resolved" in warn and "AIRFLOW_CONN_NOWHERE_DB" in warn
+    # fraud's labels table is on the source's connection (no labels.conn_id): not run either
+    assert warn_labels.startswith("warn  fraud.yaml: sql/fraud_labels.sql (pipeline 'fraud', labels.sql) not run")
     raw["promotion"]["mode"] = "yolo"  # a static error is still one
     (tmp_path / "fraud.yaml").write_text(yaml.safe_dump(raw))
     assert main([str(tmp_path / "fraud.yaml")]) == 1

@@ -291,7 +291,7 @@ def test_a_personal_model_input_is_refused_naming_the_field(tmp_path):
     with pytest.raises(ConfigError, match="source.id_column"):
         load_pipeline(bad)
     bad.write_text(text.replace("    raw: 365", "    raw: 10"))
-    with pytest.raises(ConfigError, match=r"privacy.retention_days.raw: 10 days is less than the 25 days"):
+    with pytest.raises(ConfigError, match=r"privacy.retention_days.raw: 10 days is less than the 31 days"):
         load_pipeline(bad)
 
 

@@ -8,10 +8,12 @@ from datetime import date
 from ml_ops.local.sim import (
     ConceptChange,
     CovariateShift,
+    generate_labels,
     generate_transactions,
     generate_tumors,
     load_source,
 )
+from ml_ops.local.sim.transactions import LABEL_IN_ROW
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -29,7 +31,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--concept-change-day", type=date.fromisoformat, help="fraud only")
     p.add_argument(
         "--labels-table",
-        help="fraud only: also write the labels to their own table (e.g. transaction_labels), with chargeback delays",
+        help="fraud only: write the labels to their own table (e.g. transaction_labels), with chargeback delays, "
+        "and the transactions without them (no is_fraud, label_available_at), as a real source holds them",
     )
     a = p.parse_args(argv)
 
@@ -48,7 +51,11 @@ def main(argv: list[str] | None = None) -> None:
             p.error("events and a labels table are only simulated for the fraud dataset")
         df = generate_tumors(a.start, a.days, rows_per_day=a.rows_per_day or 200, seed=a.seed)
         table, extra = a.table or "tumors", f", malignant {df.malignant.mean():.1%}" if len(df) else ""
-    res = load_source(a.db, table, df, labels_table=a.labels_table, labels_seed=a.seed)
+    labels = None
+    if a.labels_table:  # the label only in its own table, as include/pipelines/fraud.yaml reads it
+        labels = generate_labels(df, a.seed)
+        df = df.drop(columns=list(LABEL_IN_ROW))
+    res = load_source(a.db, table, df, labels_table=a.labels_table, labels=labels, labels_seed=a.seed)
     print(
         f"loaded {res.rows_written} rows into {table} for {res.first_day}..{res.last_day} "
         f"(replaced {res.rows_deleted} existing rows{extra})"

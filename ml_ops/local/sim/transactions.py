@@ -451,6 +451,9 @@ def _empty() -> pd.DataFrame:
 
 
 LABEL_COLUMNS = ["transaction_id", "is_fraud", "labelled_at"]
+# The label as generate_transactions puts it in each row; a source whose labels arrive in their own table
+# (generate_labels) holds the transactions without these columns.
+LABEL_IN_ROW = ("is_fraud", "label_available_at")
 
 
 def generate_labels(

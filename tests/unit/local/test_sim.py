@@ -247,3 +247,24 @@ def test_load_source_writes_labels_to_their_own_table_only_when_asked(tmp_path):
         got.sort_values(key).reset_index(drop=True), labels.sort_values(key).reset_index(drop=True)
     )
     assert any(ix["column_names"] == ["labelled_at"] for ix in indexes)
+
+
+def test_the_cli_with_a_labels_table_writes_transactions_without_a_label(tmp_path, capsys):
+    """`python -m ml_ops.local.sim fraud ... --labels-table transaction_labels`: the source as fraud.yaml reads it,
+    the label only in its own table."""
+    from ml_ops.local.sim.__main__ import main
+
+    url = f"sqlite:///{tmp_path / 'source.db'}"
+    argv = ["fraud", "--db", url, "--start", START.isoformat(), "--days", "2", "--rows-per-day", "200"]
+    main([*argv, "--labels-table", "transaction_labels"])
+    assert "labels into transaction_labels" in capsys.readouterr().out
+    engine = sa.create_engine(url)
+    tx = pd.read_sql_table("transactions", engine)
+    labels = pd.read_sql_table("transaction_labels", engine)
+    engine.dispose()
+    expected = generate_transactions(START, 2, rows_per_day=200)
+    assert len(tx) == len(expected) and not {"is_fraud", "label_available_at"} & set(tx.columns)
+    final = labels.sort_values("labelled_at").drop_duplicates("transaction_id", keep="last")
+    assert final.set_index("transaction_id")["is_fraud"].sort_index().tolist() == (
+        expected.set_index("transaction_id")["is_fraud"].sort_index().tolist()
+    )

@@ -77,8 +77,22 @@ def test_fresh_days_follow_the_last_extracted_day_and_continue_the_same_world(s3
     pd.testing.assert_frame_equal(pd.concat([first.raw, second.raw], ignore_index=True), tail)
     # after the concept change: the fraud the models were not trained on
     assert first.raw["is_fraud"].sum() > 0 and first.labels == first.raw["is_fraud"].tolist()
-    delay = cfg.target.label_delay_days  # label_available_at - ts: the label delay + up to 12 hours
-    assert all(delay <= d <= delay + 0.5 for d in first.delay_days)
+    # fraud.yaml's labels arrive in their own table: chargebacks in days, legitimate confirmed after 7
+    assert cfg.labels is not None
+    fraud = [d for d, y in zip(first.delay_days, first.labels, strict=True) if y == 1]
+    legit = [d for d, y in zip(first.delay_days, first.labels, strict=True) if y == 0]
+    assert min(fraud) >= 1 and 7 <= min(legit) <= max(legit) <= 8.5
+    # a pipeline whose rows carry the label: label_available_at - ts, the label delay + up to 12 hours
+    in_row = cfg.model_copy(
+        update={
+            "labels": None,
+            "target": cfg.target.model_copy(update={"label_available_column": "label_available_at"}),
+        }
+    )
+    again = FreshEvents(in_row, s3_store, WORLD).next_day()
+    assert again.ds == first.ds and again.labels == first.labels
+    delay = cfg.target.label_delay_days
+    assert all(delay <= d <= delay + 0.5 for d in again.delay_days)
 
 
 def test_inputs_equal_what_the_features_step_computes_once_the_days_are_extracted(s3_store, world):
@@ -129,3 +143,17 @@ def test_a_labels_table_gets_the_chargebacks_of_the_fresh_events(s3_store, world
     fraud = [d for d, y in zip(fresh.delay_days, fresh.labels, strict=True) if y == 1]
     legit = [d for d, y in zip(fresh.delay_days, fresh.labels, strict=True) if y == 0]
     assert fraud and min(fraud) >= 1 and min(legit) >= 7
+
+
+def test_an_extracted_day_without_labels_in_its_rows_gets_its_truth_from_the_world(s3_store, world):
+    """Held-out days (``start``) are sent as extracted; fraud's extract carries no label, so the events' labels and
+    delays come from the same world's day, as they would for a fresh day."""
+    cfg, rows = world
+    day = START + timedelta(days=2)
+    raw = rows[rows["ts"].dt.date == day].drop(columns=["is_fraud", "label_available_at"]).reset_index(drop=True)
+    events = FreshEvents(cfg, s3_store, WORLD)
+    labels, delays = events._labels(day, raw)
+    assert labels == rows.loc[rows["ts"].dt.date == day, "is_fraud"].tolist() and min(delays) >= 1
+    other = raw.assign(transaction_id=raw["transaction_id"] + "-x")
+    with pytest.raises(ValueError, match="not of World"):
+        events._labels(day, other)

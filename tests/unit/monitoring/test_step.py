@@ -106,7 +106,12 @@ def train_champion(cfg, store, tracking_uri: str, artifact_location: str | None 
 def world(stack, tmp_path_factory):
     home = tmp_path_factory.mktemp("monitor")
     store = ObjectStore(stack.s3_client())
-    cfg = load_pipeline_by_name("fraud")
+    shipped = load_pipeline_by_name("fraud")
+    # This world's rows carry their label (label_available_at, 2 days late): fraud's config in the in-row mode,
+    # which monitoring reads as it reads the labels task's partitions (labels from their own table reach
+    # monitoring in tests/unit/pipeline/test_labels.py).
+    target = shipped.target.model_copy(update={"label_delay_days": 2, "label_available_column": "label_available_at"})
+    cfg = shipped.model_copy(update={"labels": None, "target": target})
     raw = generate_transactions(
         START,
         DAYS,

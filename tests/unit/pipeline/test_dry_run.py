@@ -15,14 +15,15 @@ from mlflow import MlflowClient
 
 from ml_ops import cli, layout
 from ml_ops.config import Labels, load_pipeline_by_name
-from ml_ops.local.sim import generate_transactions, load_source
+from ml_ops.local.sim import generate_labels, generate_transactions, load_source
+from ml_ops.local.sim.transactions import LABEL_IN_ROW
 from ml_ops.local.stack_env import StackConfig
 from ml_ops.pipeline import dry_run
 from tests.e2e.helpers import free_port
 from tests.mlflow_store import fresh_store
 
 D0 = date(2026, 1, 1)
-DAYS = dry_run.required_days(load_pipeline_by_name("fraud"))  # 6 + 2 + 2: the fraud YAML's training window
+DAYS = dry_run.required_days(load_pipeline_by_name("fraud"))  # 6 + 2 + 8: the fraud YAML's training window
 END = D0 + timedelta(days=DAYS - 1)
 BAD = D0 + timedelta(days=1)  # a training-window day with duplicated ids
 
@@ -34,8 +35,8 @@ def store(s3_store):
 
 def test_required_days_follow_the_training_window():
     cfg = load_pipeline_by_name("fraud")
-    assert DAYS == cfg.training.window_days + cfg.training.holdout_days + cfg.target.label_delay_days == 10
-    with pytest.raises(dry_run.DryRunError, match=r"--days 9 is too few.*needs 10 days \(training.window_days 6"):
+    assert DAYS == cfg.training.window_days + cfg.training.holdout_days + cfg.target.label_delay_days == 16
+    with pytest.raises(dry_run.DryRunError, match=r"--days 15 is too few.*needs 16 days \(training.window_days 6"):
         dry_run.check_days(cfg, DAYS - 1)
 
 
@@ -49,10 +50,14 @@ def test_the_scratch_config_writes_only_under_the_scratch_prefix():
 
 def test_dry_run_of_the_fraud_pipeline_touches_nothing_live(store, tmp_path, monkeypatch, capsys):
     db = tmp_path / "source.db"
+    # as fraud.yaml reads its source: transactions without a label, chargebacks in transaction_labels
+    tx = generate_transactions(D0, DAYS, rows_per_day=600, seed=3)
     load_source(
         f"sqlite:///{db}",
         "transactions",
-        generate_transactions(D0, DAYS, rows_per_day=600, seed=3, label_delay_days=2),
+        tx.drop(columns=list(LABEL_IN_ROW)),
+        labels_table="transaction_labels",
+        labels=generate_labels(tx, 3),
     )
     with sqlite3.connect(db) as con:  # a bad day: one row in ten gets one of 7 ids
         con.execute(

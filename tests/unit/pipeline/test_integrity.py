@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from ml_ops import layout
 from ml_ops.config import load_pipeline_by_name
 from ml_ops.interval import DayInterval
-from ml_ops.local.sim import generate_transactions, load_source
+from ml_ops.local.sim import generate_transactions, generate_tumors, load_source
 from ml_ops.pipeline import history, steps
 from ml_ops.pipeline.validate import DataValidationError
 
@@ -161,25 +161,28 @@ def test_a_query_that_cannot_run_fails_at_once_with_a_report(store, tmp_path):
 
 
 @pytest.mark.parametrize(
-    ("spoil", "column"),
+    ("pipeline", "spoil", "column"),
     [
         # 30 % of the day's rows from a country no earlier day and no suite value set knows
-        ("UPDATE transactions SET country = 'ZZ' WHERE substr(ts,1,10) = ? AND rowid % 10 < 3", "country"),
-        # chargebacks stopped arriving: a day of 1,500 transactions without a single fraud label
-        ("UPDATE transactions SET is_fraud = 0 WHERE substr(ts,1,10) = ?", "is_fraud"),
+        ("fraud", "UPDATE transactions SET country = 'ZZ' WHERE substr(ts,1,10) = ? AND rowid % 10 < 3", "country"),
+        # the label rate of a source whose rows carry the label (tumors; fraud's labels arrive in their own
+        # table): a day without a single malignant tumour
+        ("tumors", "UPDATE tumors SET malignant = 0 WHERE substr(observed_at,1,10) = ?", "malignant"),
     ],
     ids=["unseen_category", "no_positive_label"],
 )
-def test_checks_on_by_default_name_the_column(store, tmp_path, spoil, column):
+def test_checks_on_by_default_name_the_column(store, tmp_path, pipeline, spoil, column):
     path = tmp_path / "source.db"
-    load_source(
-        f"sqlite:///{path}", "transactions", generate_transactions(D0, 4, rows_per_day=1500, seed=5, label_delay_days=1)
-    )
+    url = f"sqlite:///{path}"
+    if pipeline == "fraud":
+        load_source(url, "transactions", generate_transactions(D0, 4, rows_per_day=1500, seed=5, label_delay_days=1))
+    else:
+        load_source(url, "tumors", generate_tumors(D0, 4, rows_per_day=200, seed=5, label_delay_days=1))
     day = DAYS[3]
     with sqlite3.connect(path) as con:
         con.execute(spoil, (day.ds,))
-    cfg = load_pipeline_by_name("fraud").model_copy(update={"name": f"fraud_{column}"})
-    engine = sa.create_engine(f"sqlite:///{path}")
+    cfg = load_pipeline_by_name(pipeline).model_copy(update={"name": f"{pipeline}_{column}"})
+    engine = sa.create_engine(url)
     for good in DAYS[:3]:
         assert _run(cfg, store, engine, good) == "ok"
     steps.extract_step(cfg, store, day, engine)

@@ -152,10 +152,36 @@ def test_labels_from_their_own_table_reach_training_and_monitoring(store, world,
     flipped = tx.loc[table.index % 37 == 0, "transaction_id"]
     assert holdout["transaction_id"].isin(flipped).any()  # the source row's label would differ: not used
 
-    # Monitoring's realised quality reads the same labels.
+    # Monitoring's realised quality reads the same labels, of the days matured by the run's end (label delay 2:
+    # D0..D5); the known labels of D6 and D7 are early ones and left out.
     window, recent = labelled_window(cfg, store, RUN, ["amount"], 10**6)
-    assert len(window) == len(known) and recent
+    matured = known[known["ts"] < pd.Timestamp(DAYS[6].ds)]
+    assert len(window) == len(matured) < len(known) and recent
     assert (window["is_fraud"].to_numpy() == truth[window["transaction_id"]].to_numpy()).all()
+
+
+def test_a_day_is_used_only_once_matured(store, world, tmp_path):
+    """Chargebacks come first, confirmations of legitimate transactions after the maturity period: a young day's
+    known labels are nearly all positives. Training and monitoring use a day only label_delay_days after its end."""
+    cfg, tx = world
+    young = _cfg("fraud_labels_young")
+    _copy_features(store, cfg, young, DAYS)
+    sim = generate_labels(tx, seed=3, maturity_days=1, chargeback_days=(0.2, 1.0), tail_share=0.0)
+    steps.labels_step(young, store, RUN, _labels_engine(tmp_path, sim))
+
+    def part(day: DayInterval) -> list[str]:
+        return [steps.uri(young, layout.FEATURES, day.ds)]
+
+    today = _labels(store, young, RUN.ds)
+    assert len(today) and today["label"].all()  # its early chargebacks are known, none of its confirmations
+    assert steps.load_labelled(store, part(RUN), young, RUN.end).empty  # matures at the end of D9
+    assert not steps.load_labelled(store, part(RUN), young, RUN.end + timedelta(days=2)).empty
+    assert steps.load_labelled(store, part(DAYS[6]), young, RUN.end).empty  # matures at the end of D8
+    matured = steps.load_labelled(store, part(DAYS[5]), young, RUN.end)  # matured at the end of D7, the run's day
+    truth = _day(tx, DAYS[5]).set_index("transaction_id")["is_fraud"]
+    assert len(matured) == len(truth) and (matured["is_fraud"].to_numpy() == truth[matured["transaction_id"]]).all()
+    window, recent = labelled_window(young, store, RUN, ["amount"], 10**6)
+    assert pd.to_datetime(window["ts"]).max() < pd.Timestamp(DAYS[6].ds) and recent[-1] == DAYS[5].ds
 
 
 def test_the_join_supplies_a_label_the_features_do_not_have(store, world, tmp_path):
@@ -163,9 +189,8 @@ def test_the_join_supplies_a_label_the_features_do_not_have(store, world, tmp_pa
     cfg, tx = world
     bare = _cfg("fraud_bare")
     day = DAYS[4]
-    features = store.read_parquet(steps.uri(cfg, layout.FEATURES, day.ds)).drop(
-        columns=["is_fraud", "label_available_at"]
-    )
+    features = store.read_parquet(steps.uri(cfg, layout.FEATURES, day.ds))
+    assert not {"is_fraud", "label_available_at"} & set(features.columns)  # fraud's extract returns no label
     store.write_parquet(features, steps.uri(bare, layout.FEATURES, day.ds))
     rows = _day(tx, day)[["transaction_id", "ts", "is_fraud"]].assign(
         labelled_at=lambda d: d["ts"] + pd.Timedelta(days=2)
@@ -190,7 +215,7 @@ def test_a_corrected_label_replaces_the_earlier_one_and_is_counted(store, world,
     rows = pd.DataFrame(
         [
             (a, 0, t),
-            (a, 1, t + pd.Timedelta(days=2)),  # confirmed legitimate, then charged back: corrected
+            (a, 1, t + pd.Timedelta(days=2, hours=6)),  # confirmed legitimate, then charged back: corrected
             (b, 1, t),
             (b, 0, t + pd.Timedelta(days=1)),
             (b, 0, t + pd.Timedelta(days=2)),  # reversed once
@@ -206,11 +231,12 @@ def test_a_corrected_label_replaces_the_earlier_one_and_is_counted(store, world,
     assert part["label"].to_dict() == {a: 1, b: 0, c: 1, d: 0}
     at = part["labelled_at"].dt.tz_convert(None)
     # the time the current label first became known: b's reversal, c's first label
-    assert at.to_dict() == {a: t + pd.Timedelta(days=2), b: t + pd.Timedelta(days=1), c: t, d: t}
+    assert at.to_dict() == {a: t + pd.Timedelta(days=2, hours=6), b: t + pd.Timedelta(days=1), c: t, d: t}
     assert _summary(store, cfg, DAYS[3].ds)["corrected"] == 2
     assert result["corrected"] == 2 and result["days"][DAYS[3].ds]["labelled"] == 4
-    # Training as of an earlier day sees a's label only once it is known (its first label was replaced).
-    early = steps.load_labelled(store, [steps.uri(cfg, layout.FEATURES, DAYS[3].ds)], cfg, DAYS[5].start)
+    # Training as of an earlier day (D5's end: D3 has just matured) sees a's label only once it is known (its
+    # first label was replaced).
+    early = steps.load_labelled(store, [steps.uri(cfg, layout.FEATURES, DAYS[3].ds)], cfg, DAYS[5].end)
     assert set(early["transaction_id"]) == {b, c, d}
 
 
@@ -297,19 +323,29 @@ def test_gateway_feedback_is_a_second_source(store, world, tmp_path):
     assert result["corrected"] == 1  # x: 0 from the table, then 1 from the gateway
 
 
-def test_without_labels_the_label_available_at_mode_is_unchanged(store, world):
-    cfg, tx = world
-    plain = load_pipeline_by_name("fraud").model_copy(update={"name": NAME})  # same partitions, no labels:
-    assert plain.labels is None
-    part = steps.uri(plain, layout.FEATURES, DAYS[5].ds)
-    known_at = datetime.fromisoformat(f"{DAYS[6].ds}T12:00:00+00:00")
-    got = steps.load_labelled(store, [part], plain, known_at)
+def test_without_labels_the_label_available_at_mode_is_unchanged(store, tmp_path):
+    """A pipeline whose source row carries the label and when it became known (tumors): no labels task, the
+    label comes from the features, a row counts once its ``label_available_at`` has passed."""
+    from ml_ops.local.sim import generate_tumors
+
+    plain = load_pipeline_by_name("tumors").model_copy(update={"name": "tumors_in_row_labels"})
+    assert plain.labels is None and plain.target.label_available_column == "label_available_at"
+    url = f"sqlite:///{tmp_path / 'tumors.db'}"
+    load_source(url, "tumors", generate_tumors(D0, 2, rows_per_day=150, seed=3, label_delay_days=1))
+    engine = sa.create_engine(url)
+    for day in DAYS[:2]:
+        steps.extract_step(plain, store, day, engine)
+        steps.validate_step(plain, store, day)
+        steps.features_step(plain, store, day)
+    engine.dispose()
+    part = steps.uri(plain, layout.FEATURES, DAYS[0].ds)
     features = store.read_parquet(part)
+    assert {"malignant", "label_available_at"} <= set(features.columns)  # the source's label columns are kept
+    known_at = datetime.fromisoformat(f"{DAYS[1].ds}T12:00:00+00:00")
+    got = steps.load_labelled(store, [part], plain, known_at)
     expected = features[pd.to_datetime(features["label_available_at"], utc=True) <= pd.Timestamp(known_at)]
     pd.testing.assert_frame_equal(got, expected.reset_index(drop=True))
     assert 0 < len(got) < len(features)  # label_delay_days 1 + jitter: part of the day is labelled by noon
-    # the features of a pipeline without labels: keep the source's label columns
-    assert {"is_fraud", "label_available_at"} <= set(features.columns)
 
 
 def test_labels_config():
@@ -335,7 +371,9 @@ def test_the_training_dag_has_a_labels_task_only_with_labels():
     assert with_labels.get_task("features").downstream_task_ids == {"labels"}
     assert with_labels.get_task("labels").downstream_task_ids == {"train"}
     assert type(with_labels.get_task("labels")).__name__ == "LabelsOperator"
-    without = build_training_dag(load_pipeline_by_name("fraud"))
+    assert load_pipeline_by_name("fraud").labels is not None  # the shipped fraud pipeline runs on its labels table
+    assert "labels" in build_training_dag(load_pipeline_by_name("fraud")).task_ids
+    without = build_training_dag(load_pipeline_by_name("tumors"))
     assert "labels" not in without.task_ids and without.get_task("features").downstream_task_ids == {"train"}
 
 

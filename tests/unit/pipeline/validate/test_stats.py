@@ -119,7 +119,11 @@ def test_config_appends_the_suites_label_and_categorical_columns():
     for path in (FRAUD_SUITE, TUMORS_SUITE):
         assert Validation.suite_compared_columns(path) == always_compared_columns(load_suite(path)), path
     cfg = Validation(suite="expectations/fraud.json", stats_columns=YAML_STATS_COLUMNS)
-    assert cfg.stats_columns == [*YAML_STATS_COLUMNS, "is_fraud", "merchant_category", "channel", "country", "device"]
+    # the shipped fraud suite has no label column (labels arrive in their own table): categorical columns only
+    assert cfg.stats_columns == [*YAML_STATS_COLUMNS, "merchant_category", "channel", "country", "device"]
+    labelled = Validation(suite=str(FRAUD_SUITE), stats_columns=YAML_STATS_COLUMNS)
+    categorical = ["merchant_category", "channel", "country", "device"]
+    assert labelled.stats_columns == [*YAML_STATS_COLUMNS, "is_fraud", *categorical]
     assert Validation(suite="expectations/fraud.json").stats_columns == []  # empty: all columns are read
 
 
