@@ -159,8 +159,8 @@ class Stack(StackConfig):
         af_env = self.env()
         airflow = str(VENV_BIN / "airflow")
         out = {"s3": s3, "mlflow": mlflow, "gateway": gateway}
-        # The processes that fork task processes start with the tasks' libraries imported (ml_ops.local.preload).
-        preloaded = [sys.executable, "-m", "ml_ops.local.preload"]
+        # The processes that fork task processes start with the tasks' libraries imported (ml_ops.airflow.preload).
+        preloaded = [sys.executable, "-m", "ml_ops.airflow.preload"] if self.preload else [airflow]
         for comp in AIRFLOW_COMPONENTS:
             argv = [*preloaded, comp] if comp == "scheduler" else [airflow, comp]
             if comp == "api-server":

@@ -71,6 +71,7 @@ class StackConfig:
     broker_url: str | None = None
     result_backend: str | None = None
     celery_workers: int | None = None
+    preload: bool | None = None  # task libraries imported before Airflow forks tasks (ml_ops.airflow.preload)
 
     def __post_init__(self) -> None:
         e = os.environ
@@ -92,6 +93,8 @@ class StackConfig:
             self.result_backend or e.get("MLOPS_RESULT_BACKEND") or (f"db+{self.db_url}" if self.db_url else None)
         )
         self.celery_workers = int(self.celery_workers or e.get("MLOPS_CELERY_WORKERS", 2))
+        if self.preload is None:  # MLOPS_PRELOAD=0: every task imports its libraries itself (Airflow's default)
+            self.preload = e.get("MLOPS_PRELOAD", "1") != "0"
 
     # ---- locations -------------------------------------------------------------------------------------
     @property
@@ -255,6 +258,8 @@ class StackConfig:
             # docker-compose.yaml (exporting it here once hid code that relied on the global tracking URI).
             "MLOPS_GATEWAY_URL": self.gateway_url,
             "MLOPS_PRIVACY_KEY": self.privacy_key,  # the erasure DAG matches the logs' keyed hashes with it
+            # the erasure DAG also forgets the entity in the gateway's online store
+            "MLOPS_ONLINE_STORE": os.environ.get("MLOPS_ONLINE_STORE") or self.online_store_url,
         }
         if self.celery:
             identity["AIRFLOW__CELERY__BROKER_URL"] = self.broker_url or ""

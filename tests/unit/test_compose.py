@@ -114,7 +114,10 @@ def test_production_shape(compose):
     worker = services["airflow-worker"]
     # `--scale airflow-worker=N` needs no fixed name and no host port
     assert "container_name" not in worker and "ports" not in worker
-    assert worker["command"][:3] == ["airflow", "celery", "worker"]
+    # Airflow's own CLI, started with the tasks' libraries imported (forked tasks inherit them)
+    preloaded = ["python", "-m", "ml_ops.airflow.preload"]
+    assert worker["command"] == [*preloaded, "celery", "worker"]
+    assert services["airflow-scheduler"]["command"] == [*preloaded, "scheduler"]
 
 
 def test_airflow_services_define_every_connection_the_dags_use(compose, env_example):
@@ -260,3 +263,13 @@ def test_lock_provides_the_celery_executor():
     assert 'name = "apache-airflow-providers-celery"' in lock, (
         "add apache-airflow-providers-celery to pyproject.toml dependencies and re-lock"
     )
+
+
+def test_gateway_replicas_share_one_online_store_apart_from_celerys_broker(compose):
+    services = compose["services"]
+    store = interpolate(services["gateway"]["environment"]["MLOPS_ONLINE_STORE"], {})
+    broker = services["airflow-scheduler"]["environment"]["AIRFLOW__CELERY__BROKER_URL"]
+    assert store.startswith("redis://redis:6379/") and store.rsplit("/", 1)[1] != broker.rsplit("/", 1)[1]
+    # Airflow's erasure DAG forgets a person in the same store
+    assert interpolate(services["airflow-scheduler"]["environment"]["MLOPS_ONLINE_STORE"], {}) == store
+    assert "redis" in services["gateway"]["depends_on"]

@@ -1,4 +1,4 @@
-"""Run an Airflow command with the tasks' libraries already imported: ``python -m ml_ops.local.preload scheduler``.
+"""Run an Airflow command with the tasks' libraries already imported: ``python -m ml_ops.airflow.preload scheduler``.
 
 Airflow runs every task in a process forked from the one that executes it (LocalExecutor: workers forked
 from the scheduler; Celery: the worker), and each task then imports what it needs. Imported here, before
