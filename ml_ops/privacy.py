@@ -250,9 +250,11 @@ def erase_entity(
     by: str,
     reason: str,
     run_id: str = "manual",
+    online_store=None,
 ) -> dict:
     """Remove every row of one entity (``entity_id``, matched in the personal columns, else in
-    ``features.entity_column``) from every raw, features, labels, serving-log and feedback partition, then append
+    ``features.entity_column``) from every raw, features, labels, serving-log and feedback partition, and its
+    events from the gateway's ``online_store`` (an ``ml_ops.features.store.OnlineStore``, when given), then append
     the audit record to ``layout.erasure_log``. Returns the record."""
     import pandas as pd
 
@@ -359,6 +361,12 @@ def erase_entity(
                     store.delete(uri)
                 objects.append({"uri": uri, "rows_removed": removed, "rows_left": len(keep)})
 
+    online = None
+    if online_store is not None and cfg.features.entity_column:
+        from ml_ops.features.online import entity_keyer
+
+        online = online_store.forget(cfg.name, entity_keyer(cfg, key)(entity_id))
+
     record = {
         "id": f"{run_id}:{at}",
         "pipeline": cfg.name,
@@ -372,6 +380,7 @@ def erase_entity(
         "objects": objects,
         "rows_removed": sum(o["rows_removed"] for o in objects),
         "rows_by_prefix": _by_prefix(prefix, objects),
+        "online_store_events_removed": online,  # None: no online store given
     }
     store.append_jsonl(layout.erasure_log(prefix), record, key="id")
     log.info(

@@ -121,15 +121,37 @@ def test_without_a_key_personal_columns_are_logged_as_nulls(world):
     assert out == {"customer_id": [None, None], "routing_key": None, "transaction_id": ["t1", "t2"]}
 
 
-def test_erasure_removes_every_row_of_the_entity_and_writes_the_audit_record(store, world):
+def test_erasure_removes_every_row_of_the_entity_and_writes_the_audit_record(store, world, tmp_path):
+    from ml_ops.features.materialize import materialize
+    from ml_ops.features.online import entity_keyer
+    from ml_ops.features.store import open_store
+
     cfg, tx, who, served, parts, feedback = world
     prefix = cfg.prefix()
     mine = set(tx.loc[tx["customer_id"] == who, "transaction_id"])
     before = {stage: _rows(store, prefix, stage) for stage in ("raw", "features", "labels", "serving_logs", "feedback")}
     assert before["raw"]["customer_id"].eq(who).any() and before["labels"]["id"].isin(mine).any()
+    # the gateway's online store (a real SQLite one), warmed from the raw days as the gateway does
+    online = open_store(f"sqlite:///{tmp_path / 'online.db'}")
+    materialize(cfg, store, online, KEY)
+    keyed = entity_keyer(cfg, KEY)
+    other = next(c for c in tx["customer_id"].unique() if c != who)
+    kept_events = online.entity_events(cfg.name, keyed(other))
+    assert online.entity_events(cfg.name, keyed(who)) and kept_events
     record = erase_entity(
-        cfg, store, who, key=KEY, by="user admin", reason="GDPR request #42", run_id="manual__erasure-test"
+        cfg,
+        store,
+        who,
+        key=KEY,
+        by="user admin",
+        reason="GDPR request #42",
+        run_id="manual__erasure-test",
+        online_store=online,
     )
+    # gone from the online store too, nobody else's events touched
+    assert online.entity_events(cfg.name, keyed(who)) == {}
+    assert online.entity_events(cfg.name, keyed(other)) == kept_events
+    assert record["online_store_events_removed"] > 0
     after = {stage: _rows(store, prefix, stage) for stage in before}
     assert not after["raw"]["customer_id"].eq(who).any()
     assert not after["features"]["transaction_id"].isin(mine).any()  # features rows are events, by id

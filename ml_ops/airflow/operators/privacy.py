@@ -55,13 +55,31 @@ class EraseEntityOperator(PipelineOperator):
 
             raise ConfigError("Params entity_id is required: the id of the person to erase")
         key = read_key(self.cfg.privacy.key_name, airflow=True) if self.cfg.personal_columns else None
-        record = erase_entity(
-            self.cfg,
-            self.store(),
-            str(entity_id),
-            key=key,
-            by=triggered_by(context),
-            reason=str(reason or ""),
-            run_id=f"{context['run_id']}#{context['ti'].try_number}",
-        )
+        online = _online_store()
+        try:
+            record = erase_entity(
+                self.cfg,
+                self.store(),
+                str(entity_id),
+                key=key,
+                by=triggered_by(context),
+                reason=str(reason or ""),
+                run_id=f"{context['run_id']}#{context['ti'].try_number}",
+                online_store=online,
+            )
+        finally:
+            if online is not None:
+                online.close()
         return {k: v for k, v in record.items() if k != "objects"} | {"objects": len(record["objects"])}
+
+
+def _online_store():
+    """The gateway's online feature store (MLOPS_ONLINE_STORE, as the gateway reads it), or None without one."""
+    import os
+
+    url = os.environ.get("MLOPS_ONLINE_STORE")
+    if not url:
+        return None
+    from ml_ops.features.store import open_store
+
+    return open_store(url, namespace=os.environ.get("MLOPS_ONLINE_NAMESPACE") or "mlops")
