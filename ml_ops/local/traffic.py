@@ -1,7 +1,7 @@
 """Traffic no model was trained on, sent to the serving gateway at a set rate, each event's true label
 posted back after the simulator's label delay: what a canary is judged on in the demo and the tests.
 
-    mlops traffic --pipeline fraud --rate 25 --duration 60 [--label-delay 5] [--start YYYY-MM-DD]
+    mlops traffic --pipeline fraud --rate 25 --duration 60 [--label-delay 5] [--start YYYY-MM-DD] [--inputs raw|model]
         [--seed 7 --n-customers 2000 --rows-per-day 3000 --concept-change-day D --covariate-shift-day D]
 
 S3, the gateway, MLflow and the source database come from MLOPS_S3_ENDPOINT + AWS_*, MLOPS_GATEWAY_URL,
@@ -22,6 +22,12 @@ history of the ``features.lookback_days`` before: validated raw partitions from 
 out, as the features step does), and for days after the last extracted one the fresh events themselves.
 Requests carry the model's input columns (the gateway's /pipelines, else the configuration), the routing
 key and the id column; one event per request, in time order.
+
+**Raw events** (``inputs="raw"``, the default; ``--inputs raw``): instead, each request is the event as the
+source holds it (the extract's columns without the label: ``ml_ops.serving.rawinput.RawColumns``) with
+``X-Input: raw``, and the gateway computes the model's inputs itself from its online store, as a card
+processor's call would. ``inputs="model"`` sends the batch-computed inputs above (a client with its own
+feature code).
 
 **Labels.** The event's label is posted to ``/pipelines/<p>/feedback`` after the simulator's delay (the
 row's ``label_available_at`` - ``ts``; with a ``labels:`` section the chargeback delays of
@@ -202,6 +208,18 @@ class FreshDay:
         rows = [[to_jsonable(v) for v in rec] for rec in frame[present].itertuples(index=False, name=None)]
         return present, rows
 
+    def raw_requests(self, columns: list[str]) -> tuple[list[str], list[list]]:
+        """(columns present, one JSON-ready row per event) of the raw events: timestamps as ISO 8601."""
+        import pandas as pd
+
+        present = [c for c in columns if c in self.raw.columns]
+        frame = self.raw[present].copy()
+        for c in present:
+            if pd.api.types.is_datetime64_any_dtype(frame[c]):
+                frame[c] = [t.isoformat() for t in pd.to_datetime(frame[c], utc=True)]
+        rows = [[to_jsonable(v) for v in rec] for rec in frame.itertuples(index=False, name=None)]
+        return present, rows
+
 
 class FreshEvents:
     """Fresh days one after the other (``next_day``), from ``start`` (default: the day after the last
@@ -346,13 +364,15 @@ class FreshEvents:
 
     # ---- the days
 
-    def next_day(self) -> FreshDay:
+    def next_day(self, features: bool = True) -> FreshDay:
+        """The next fresh day; ``features=False`` leaves its model inputs out (raw-event traffic: the gateway
+        computes them)."""
         day = self.next
         while day.isoformat() in self.refused:  # held-out days from an explicit start: skip any window's days
             day += timedelta(days=1)
         self.next = day + timedelta(days=1)
         raw = self._raw(day).reset_index(drop=True)
-        features = self.features(day, raw)
+        features = self.features(day, raw) if features else raw.iloc[:0]
         labels, delays = self._labels(day, raw)
         keep = day - timedelta(days=self.cfg.features.lookback_days)  # older generated days are history no more
         self._generated = {d: df for d, df in self._generated.items() if date.fromisoformat(d) >= keep}
@@ -363,9 +383,20 @@ class FreshEvents:
 # --------------------------------------------------------------------------- the open-loop driver
 
 
-def request_columns(cfg: Pipeline, gateway_url: str | None = None, token: str | None = None) -> list[str]:
-    """The model's inputs as the gateway reports them (its champion's signature), else the configured
+INPUT_MODES = ("raw", "model")
+
+
+def request_columns(
+    cfg: Pipeline, gateway_url: str | None = None, token: str | None = None, inputs_mode: str = "model"
+) -> list[str]:
+    """Raw mode: the raw event's columns (required, then optional: what the gateway's raw parser reads).
+    Model mode: the model's inputs as the gateway reports them (its champion's signature), else the configured
     columns; plus the routing key and the id column."""
+    if inputs_mode == "raw":
+        from ml_ops.serving.rawinput import RawColumns
+
+        raw = RawColumns.of(cfg)
+        return list(dict.fromkeys([*raw.required, *raw.optional]))
     inputs = None
     if gateway_url:
         import httpx
@@ -417,15 +448,18 @@ class _Labeller:
 class _Queue:
     """Events ready to send, refilled a day at a time in a worker thread before they run out."""
 
-    def __init__(self, events: FreshEvents, columns: list[str], stats: TrafficStats, id_column: str | None):
-        self.events, self.wanted, self.stats, self.id_column = events, columns, stats, id_column
+    def __init__(
+        self, events: FreshEvents, columns: list[str], stats: TrafficStats, id_column: str | None, mode: str = "model"
+    ):
+        self.events, self.wanted, self.stats, self.id_column, self.mode = events, columns, stats, id_column, mode
         self.columns: list[str] | None = None
         self.items: deque = deque()
         self.refill: asyncio.Task | None = None
 
     def _load(self) -> list:
-        day = self.events.next_day()
-        columns, rows = day.requests(self.wanted)
+        raw = self.mode == "raw"
+        day = self.events.next_day(features=not raw)
+        columns, rows = day.raw_requests(self.wanted) if raw else day.requests(self.wanted)
         ids = day.raw[self.id_column].tolist() if self.id_column in day.raw.columns else [None] * len(rows)
         return [day.ds, columns, list(zip(rows, day.labels, day.delay_days, ids, strict=True))]
 
@@ -481,7 +515,7 @@ async def _send(
             row, label, delay_days, event_id = item
             request_id = uuid.uuid4().hex
             body = json.dumps({"dataframe_split": {"columns": queue.columns, "data": [row]}}).encode()
-            headers = {"Content-Type": "application/json", "X-Request-ID": request_id, **auth}
+            headers = {"Content-Type": "application/json", "X-Request-ID": request_id, "X-Input": queue.mode, **auth}
             if time.perf_counter() - scheduled > 0.05:
                 stats.late += 1
             try:
@@ -558,17 +592,23 @@ def send_traffic(
     labels_table: str | None = None,
     concurrency: int = 64,
     timeout: float = 10.0,
+    inputs: str = "raw",
 ) -> TrafficStats:
     """Send ``rate`` one-event requests a second for ``duration`` seconds (or until ``stop_event``) of fresh
     days of ``world`` (see the module's doc); a label comes ``label_delay`` seconds per simulated day of its
-    delay after the answer."""
+    delay after the answer. ``inputs``: ``raw`` events (the gateway computes the features) or ``model`` inputs."""
     if rate <= 0 or duration <= 0 or label_delay < 0:
         raise ValueError(f"rate and duration must be > 0 and label_delay >= 0, got {rate}, {duration}, {label_delay}")
+    if inputs not in INPUT_MODES:
+        raise ValueError(f"inputs must be one of {INPUT_MODES}, got {inputs!r}")
     events = FreshEvents(
         cfg, store, world, start=start, tracking_uri=tracking_uri, labels_db=labels_db, labels_table=labels_table
     )
     stats = TrafficStats()
-    queue = _Queue(events, request_columns(cfg, gateway_url, token), stats, cfg.source.id_column)
+    if inputs == "raw":
+        wait_ready(gateway_url)
+    columns = request_columns(cfg, gateway_url, token, inputs_mode=inputs)
+    queue = _Queue(events, columns, stats, cfg.source.id_column, mode=inputs)
     return asyncio.run(
         _send(
             gateway_url,
@@ -584,6 +624,24 @@ def send_traffic(
             stats=stats,
         )
     )
+
+
+def wait_ready(gateway_url: str, timeout: float = 120.0) -> None:
+    """Wait for the gateway's /ready (its models loaded and its online store materialised: before that, raw events
+    get 503 rather than features computed without their customer's history)."""
+    import httpx
+
+    deadline, why = time.monotonic() + timeout, "no answer"
+    while time.monotonic() < deadline:
+        try:
+            resp = httpx.get(f"{gateway_url.rstrip('/')}/ready", timeout=10)
+            if resp.status_code == 200:
+                return
+            why = resp.json().get("error") or resp.text[:200]
+        except Exception as exc:  # noqa: BLE001 - not up yet
+            why = f"{type(exc).__name__}: {exc}"
+        time.sleep(0.5)
+    raise RuntimeError(f"gateway {gateway_url} not ready after {timeout:.0f} s: {why}")
 
 
 replay = send_traffic  # the name callers knew; it sends fresh events now, never trained-on partitions
@@ -618,6 +676,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument(
         "--start", type=date.fromisoformat, help="first day to draw (default: the day after the last extracted one)"
+    )
+    ap.add_argument(
+        "--inputs",
+        choices=INPUT_MODES,
+        default="raw",
+        help="raw: the source's event columns, the gateway computes the features (default); model: the model's inputs",
     )
     world = ap.add_argument_group("the simulated world the source was loaded from (ml_ops.local.sim)")
     world.add_argument("--seed", type=int, default=7)
@@ -663,6 +727,7 @@ def main(argv: list[str] | None = None) -> int:
             tracking_uri=args.tracking_uri if args.start else None,
             labels_db=stack.source_db_url if args.labels_table else None,
             labels_table=args.labels_table,
+            inputs=args.inputs,
         )
     except KeyboardInterrupt:
         return 130

@@ -373,6 +373,8 @@ def create_app(settings: Settings | None = None, gateway: Gateway | None = None)
     @app.get("/ready")
     async def ready(request: Request):
         ok, why = gw(request).resolver.ready()
+        if ok:  # raw events need their entities' history online
+            ok, why = gw(request).features.ready()
         return _json({"ready": True} if ok else {"ready": False, "error": why}, 200 if ok else 503)
 
     @app.get("/pipelines")

@@ -108,6 +108,11 @@ class GatewayFeatures:
         online = self._online(cfg)
         if not online.needs_store:
             return online.compute(None, raw.ids, raw.ts, raw.amounts)[0]
+        cold = self.cold(cfg.name)
+        if cold:  # a cold entity's features would be computed without its history: a silent skew
+            raise RequestError(
+                503, f"{cold}; retry in a few seconds, or send the model's inputs (X-Input: model)", kind="unavailable"
+            )
         loop = asyncio.get_running_loop()
         try:
             cols, _ = await loop.run_in_executor(
@@ -159,6 +164,31 @@ class GatewayFeatures:
                 result = {**previous, "error": f"{type(exc).__name__}: {exc}"}
             result["at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
             self._materialized[name] = result
+
+    def cold(self, name: str) -> str | None:
+        """Why raw requests of ``name`` cannot be served yet, or None: the store must have been materialised by this
+        process once (at the first load of a champion), or events would be scored without their entity's history."""
+        m = self._materialized.get(name)
+        if m is None:
+            return f"pipeline {name!r}: the online store is being materialised from the latest raw partitions"
+        if m.get("through") is not None or not m.get(
+            "error"
+        ):  # done once (a later failure keeps it warm), or no history yet
+            return None
+        return f"pipeline {name!r}: the online store could not be materialised: {m['error']}"
+
+    def ready(self) -> tuple[bool, str | None]:
+        """For /ready: every loaded pipeline that keeps history online has its store materialised."""
+        if not self.settings.online_store:
+            return True, None
+        for name in self.resolver.names:
+            dep = self.resolver.get(name)
+            if dep is None or dep.champion is None or dep.cfg.features.entity_column is None:
+                continue
+            cold = self.cold(name)
+            if cold:
+                return False, cold
+        return True, None
 
     def status(self, name: str, cfg) -> dict:
         if cfg.features.entity_column is None:

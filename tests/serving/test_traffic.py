@@ -7,6 +7,7 @@ import threading
 import time
 from datetime import date, timedelta
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -22,7 +23,9 @@ def _world():
     return World(seed=11, n_customers=400, rows_per_day=1200)
 
 
-def test_sends_fresh_events_at_the_rate_and_posts_their_labels(http, stack, store, world):
+def test_sends_fresh_raw_events_at_the_rate_and_posts_their_labels(http, stack, store, world):
+    """Raw events (the default): the gateway computes each event's inputs from its online store, and they
+    equal what the batch features step computes for the same events."""
     from ml_ops.local.traffic import FreshEvents, send_traffic
 
     # feedback needs the gateway token by default (serving.feedback_requires_token); a 2-day label delay
@@ -49,12 +52,14 @@ def test_sends_fresh_events_at_the_rate_and_posts_their_labels(http, stack, stor
     assert not set(sent.index) & set(world.features["transaction_id"])
     assert sent["customer_id"].notna().all() and (sent["routing_key"] == sent["customer_id"]).all()
     assert "is_fraud" not in sent.columns
+    assert (sent["input_mode"] == "raw").all()
     # the inputs served are the features of those events (equal to the features step's: tests/unit/local)
     fresh = FreshEvents(world.cfg, store, _world()).next_day().features.set_index("transaction_id")
     for column in world.inputs:
         expected = fresh.loc[sent.index, column]
         if column in world.numeric:
-            assert (sent[column].to_numpy(float) == expected.to_numpy(float)).all(), column
+            # counts exact, means to float rounding (the online sum is accumulated in another order)
+            np.testing.assert_allclose(sent[column].to_numpy(float), expected.to_numpy(float), rtol=1e-9, err_msg=column)
         else:
             assert (sent[column].astype(str) == expected.astype(str)).all(), column
     # the labels posted are the events' own
@@ -78,6 +83,7 @@ def test_stops_when_told(stack, store, world):
                 label_delay=30,
                 stop_event=stop,
                 world=_world(),
+                inputs="model",  # a client sending the model's inputs it computed itself
             )
         )
     )
