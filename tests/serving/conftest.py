@@ -97,6 +97,7 @@ def world(stack, store):
     wait_ready(stack.gateway_url)
     resp = httpx.post(f"{stack.gateway_url}/admin/reload", headers=admin(), timeout=120)  # loads v1 now
     assert resp.json()["pipelines"]["fraud"]["champion"]["serving"] == w.champion, resp.text
+    wait_ready(stack.gateway_url)  # and its online store materialised (raw events are refused until then)
     return w
 
 
