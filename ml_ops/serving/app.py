@@ -46,7 +46,7 @@ from fastapi import FastAPI, Header, Query, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.responses import Response
+from starlette.responses import PlainTextResponse, Response
 
 from ml_ops.serving import api
 from ml_ops.serving.errors import RequestError
@@ -366,7 +366,7 @@ def create_app(settings: Settings | None = None, gateway: Gateway | None = None)
     async def health():
         return _json({"status": "ok"})
 
-    @app.get("/ping")
+    @app.get("/ping", response_class=PlainTextResponse)
     async def ping():
         return Response(b"\n", media_type="text/plain")
 
@@ -389,7 +389,7 @@ def create_app(settings: Settings | None = None, gateway: Gateway | None = None)
                 status["online"] = g.features.status(name, dep.cfg)
         return _json({"pipelines": found})
 
-    @app.get("/metrics")
+    @app.get("/metrics", response_class=PlainTextResponse, description="Prometheus text exposition format")
     async def metrics(request: Request):
         return Response(gw(request).render_metrics(), media_type=CONTENT_TYPE)
 

@@ -39,9 +39,6 @@ CHECKS = [
     schemathesis.checks.response_schema_conformance,
     schemathesis.checks.negative_data_rejection,
 ]
-# Known gaps of the document, left as they are: these two answer text/plain (Prometheus text, a bare newline),
-# while FastAPI documents every route without a response_class as application/json.
-TEXT_ROUTES = {"GET /ping", "GET /metrics"}
 REFUSALS = [400, 401, 403, 404, 405, 406, 409, 415, 422, 428, 429]  # negative_data_rejection's default
 
 
@@ -154,8 +151,6 @@ def test_schemathesis_finds_no_5xx_and_no_answer_off_the_document(schema, stack,
             problems.append(f"{where}: {response.text[:300]}\n  {case.as_curl_command(headers=admin())[:2000]}")
             return
         excluded = []
-        if case.operation.label in TEXT_ROUTES:
-            excluded.append(schemathesis.checks.content_type_conformance)
         if no_model:  # a pipeline without a model answers 503 before it reads the body
             excluded.append(schemathesis.checks.negative_data_rejection)
         if case.operation.label == "POST /admin/flush" and response.status_code == 200:
