@@ -158,12 +158,14 @@ class PartitionedLog:
         on_write: Callable[[str, int], None] | None = None,
         on_error: Callable[[str, Exception], None] | None = None,
         on_dead_letter: Callable[[str, int, str], None] | None = None,
+        on_drop: Callable[[str, int], None] | None = None,
     ):
         self.store, self.name = store, name
         self.base_dtypes = dict(base_dtypes)
         self.flush_rows, self.flush_seconds = flush_rows, flush_seconds
         self.max_rows = max_rows or max(20 * flush_rows, 100_000)
         self.on_write, self.on_error, self.on_dead_letter = on_write, on_error, on_dead_letter
+        self.on_drop = on_drop
         self._lock = threading.Lock()  # guards _parts/_rows/_oldest (held for microseconds)
         self._flush_lock = threading.Lock()  # one flush at a time
         self._parts: dict[tuple, _Part] = {}
@@ -322,6 +324,8 @@ class PartitionedLog:
                 gone = self._retry.pop(0)
                 total -= gone.n
                 self.dropped_rows += gone.n
+                if self.on_drop:
+                    self.on_drop(self.name, gone.n)
                 log.error(
                     "%s: dropped %d buffered rows of %s (store unavailable, buffer full)",
                     self.name,

@@ -17,6 +17,8 @@ mlops_gateway_log_write_errors_total{log}                      failed part write
 mlops_gateway_log_dead_letter_rows_total{log}                  rows that could not be encoded as parquet, written
                                                                to the dead letter instead (ml_ops.layout.dead_letter_prefix)
 mlops_gateway_log_buffered_rows{log}                           rows waiting to be written
+mlops_gateway_log_buffer_limit_rows{log}                       most rows kept while the store is unreachable
+mlops_gateway_log_dropped_rows_total{log}                      rows dropped because that limit was reached
 mlops_gateway_feedback_total{pipeline}                         labels received
 mlops_gateway_feedback_unknown_total{pipeline}                 labels refused: their request id was not served (or
                                                                is forgotten: ml_ops.serving.served)
@@ -89,6 +91,15 @@ class Metrics:
             registry=r,
         )
         self.log_buffered = Gauge("mlops_gateway_log_buffered_rows", "Rows waiting to be written", ["log"], registry=r)
+        self.log_buffer_limit = Gauge(
+            "mlops_gateway_log_buffer_limit_rows", "Most rows kept while the store is unreachable", ["log"], registry=r
+        )
+        self.log_dropped = Counter(
+            "mlops_gateway_log_dropped_rows",
+            "Rows dropped: buffer limit reached while the store failed",
+            ["log"],
+            registry=r,
+        )
         self.feedback = Counter("mlops_gateway_feedback", "Labels received", ["pipeline"], registry=r)
         self.feedback_unknown = Counter(
             "mlops_gateway_feedback_unknown", "Labels refused for request ids not served", ["pipeline"], registry=r

@@ -97,7 +97,11 @@ class Gateway:
         self.metrics = Metrics()
         self.resolver = resolver or ModelResolver(settings, store)
         m = self.metrics
-        common = {"flush_rows": settings.flush_rows, "flush_seconds": settings.flush_seconds}
+        common = {
+            "flush_rows": settings.flush_rows,
+            "flush_seconds": settings.flush_seconds,
+            "max_rows": settings.buffer_rows,
+        }
         self.logs = PartitionedLog(
             store,
             name="predictions",
@@ -106,6 +110,7 @@ class Gateway:
             on_write=lambda uri, n: m.log_rows.labels("predictions").inc(n),
             on_error=lambda name, exc: m.log_errors.labels("predictions").inc(),
             on_dead_letter=lambda name, n, why: m.log_dead_letter.labels("predictions").inc(n),
+            on_drop=lambda name, n: m.log_dropped.labels("predictions").inc(n),
         )
         self.labels = PartitionedLog(
             store,
@@ -115,6 +120,7 @@ class Gateway:
             on_write=lambda uri, n: m.log_rows.labels("feedback").inc(n),
             on_error=lambda name, exc: m.log_errors.labels("feedback").inc(),
             on_dead_letter=lambda name, n, why: m.log_dead_letter.labels("feedback").inc(n),
+            on_drop=lambda name, n: m.log_dropped.labels("feedback").inc(n),
         )
         self._served: dict[str, ServedIndex] = {}
         self._pseudonymizers: dict[tuple, Pseudonymizer] = {}
@@ -476,8 +482,9 @@ class Gateway:
             m.weight.labels(name).set(d["effective_weight"])
             m.version.labels(name, CHAMPION).set(d[CHAMPION]["serving"] or 0)
             m.version.labels(name, CANARY).set((d[CANARY]["serving"] or 0) if d["effective_weight"] > 0 else 0)
-        m.log_buffered.labels("predictions").set(self.logs.pending_rows)
-        m.log_buffered.labels("feedback").set(self.labels.pending_rows)
+        for log_name, buffer in (("predictions", self.logs), ("feedback", self.labels)):
+            m.log_buffered.labels(log_name).set(buffer.pending_rows)
+            m.log_buffer_limit.labels(log_name).set(buffer.max_rows)
         for name, served in list(self._served.items()):
             m.served_ids.labels(name).set(len(served))
         return m.render()

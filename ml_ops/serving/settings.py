@@ -7,6 +7,8 @@ MLOPS_GATEWAY_TOKEN             bearer token of the admin routes and of pipeline
 MLOPS_GATEWAY_POLL_SECONDS      how often aliases and deployment state are re-read (default 5)
 MLOPS_GATEWAY_FLUSH_ROWS        buffered log rows that trigger a write (default 5000)
 MLOPS_GATEWAY_FLUSH_SECONDS     longest time a logged row waits before it is written (default 10)
+MLOPS_GATEWAY_BUFFER_ROWS       most log rows kept in memory per log while the object store is unreachable
+                                (default 100000; beyond it the oldest are dropped, counted in /metrics)
 MLOPS_GATEWAY_MAX_BODY_BYTES    largest request body (default 1 MiB; more gets 413)
 MLOPS_GATEWAY_BODY_TIMEOUT_SECONDS  longest time a request body may take to arrive once the route has
                                 started reading it (default 10; a stalled body gets 408, connection closed)
@@ -65,6 +67,7 @@ class Settings:
     poll_seconds: float = 5.0
     flush_rows: int = 5000
     flush_seconds: float = 10.0
+    buffer_rows: int = 100_000
     max_body_bytes: int = 1 << 20
     body_timeout_seconds: float = 10.0
     max_json_depth: int = 32
@@ -92,6 +95,7 @@ class Settings:
             poll_seconds=_number(env, "MLOPS_GATEWAY_POLL_SECONDS", 5.0, float, 0.05),
             flush_rows=_number(env, "MLOPS_GATEWAY_FLUSH_ROWS", 5000, int, 1),
             flush_seconds=_number(env, "MLOPS_GATEWAY_FLUSH_SECONDS", 10.0, float, 0.05),
+            buffer_rows=_number(env, "MLOPS_GATEWAY_BUFFER_ROWS", 100_000, int, 1),
             max_body_bytes=_number(env, "MLOPS_GATEWAY_MAX_BODY_BYTES", 1 << 20, int, 64),
             body_timeout_seconds=_number(env, "MLOPS_GATEWAY_BODY_TIMEOUT_SECONDS", 10.0, float, 0.1),
             max_json_depth=_number(env, "MLOPS_GATEWAY_MAX_JSON_DEPTH", 32, int, 2),

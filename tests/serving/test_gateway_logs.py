@@ -110,3 +110,28 @@ def test_buffer_writes_on_size_and_time_and_retries_failed_writes(stack, store):
     (uri,) = broken.flush()
     assert uri.startswith(f"{missing}/ds=2026-03-02/hour=10/part-") and broken.pending_rows == 0
     assert store.read_parquet(uri)["score"].tolist() == [0.3, 0.4]
+
+
+def test_beyond_its_limit_an_unwritable_buffer_drops_the_oldest_rows_and_counts_them(stack, store):
+    from ml_ops.serving.logbuffer import PartitionedLog
+    from ml_ops.storage import ObjectStore
+
+    dtypes = {"request_id": "object", "row": "int64", "ts": "datetime64[ns, UTC]", "score": "float64"}
+    t10 = datetime(2026, 3, 2, 10, 0, 0, tzinfo=timezone.utc)
+    drops = []
+    buf = PartitionedLog(
+        ObjectStore(stack.s3_client(retries=0)),
+        name="limited",
+        base_dtypes=dtypes,
+        max_rows=3,
+        on_drop=lambda name, n: drops.append((name, n)),
+    )
+    missing = "s3://bucket-for-the-limit/pipelines/x/serving_logs"
+    buf.append(missing, t10, 2, {"request_id": "oldest", "row": [0, 1], "ts": t10, "score": [0.1, 0.2]})
+    assert buf.flush() == [] and buf.pending_rows == 2 and drops == []  # kept: within the limit
+    buf.append(missing, t10, 2, {"request_id": "newer", "row": [0, 1], "ts": t10, "score": [0.3, 0.4]})
+    assert buf.flush() == [] and buf.pending_rows == 2  # 4 > 3: the oldest part went
+    assert drops == [("limited", 2)] and buf.dropped_rows == 2
+    stack.s3_client().create_bucket(Bucket="bucket-for-the-limit")
+    (uri,) = buf.flush()
+    assert store.read_parquet(uri)["request_id"].tolist() == ["newer", "newer"]

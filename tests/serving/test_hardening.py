@@ -250,9 +250,21 @@ def test_flush_reports_a_store_outage_and_writes_the_rows_once_it_is_back(http, 
     before = metric_values(http)
     stack.stop("s3")
     try:
+        # the gateway keeps answering from its loaded models while S3 (its deployment state, its logs) is gone:
+        # 20 requests over ~10 s, 20 polls of the state at this stack's 0.5 s interval
+        for i in range(20):
+            request_id = f"outage-during-{i}"
+            resp = http.post("/invocations", json=split(world.rows(1)), headers={"X-Request-ID": request_id})
+            assert resp.status_code == 200, resp.text
+            ids.append(request_id)
+            time.sleep(0.5)
         resp = http.post("/admin/flush", headers=admin(), timeout=120)
+        during = metric_values(http)
     finally:
         stack.up(["s3"])
+    assert metric_sum(during, "mlops_gateway_log_buffered_rows", log="predictions") >= len(ids)
+    assert metric_sum(during, "mlops_gateway_log_buffer_limit_rows", log="predictions") >= 1000
+    assert metric_sum(during, "mlops_gateway_log_dropped_rows_total", log="predictions") == 0
     assert resp.status_code == 503, resp.text
     body = resp.json()
     assert body["error"].startswith("not written, kept for the next flush: predictions: ")
