@@ -59,7 +59,9 @@ def test_sends_fresh_raw_events_at_the_rate_and_posts_their_labels(http, stack, 
         expected = fresh.loc[sent.index, column]
         if column in world.numeric:
             # counts exact, means to float rounding (the online sum is accumulated in another order)
-            np.testing.assert_allclose(sent[column].to_numpy(float), expected.to_numpy(float), rtol=1e-9, err_msg=column)
+            np.testing.assert_allclose(
+                sent[column].to_numpy(float), expected.to_numpy(float), rtol=1e-9, err_msg=column
+            )
         else:
             assert (sent[column].astype(str) == expected.astype(str)).all(), column
     # the labels posted are the events' own
