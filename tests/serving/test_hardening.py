@@ -250,14 +250,14 @@ def test_flush_reports_a_store_outage_and_writes_the_rows_once_it_is_back(http, 
     before = metric_values(http)
     stack.stop("s3")
     try:
-        # the gateway keeps answering from its loaded models while S3 (its deployment state, its logs) is gone:
-        # 20 requests over ~10 s, 20 polls of the state at this stack's 0.5 s interval
+        # the gateway keeps answering from its loaded models while S3 (its deployment state, its logs) is gone for
+        # a minute: 20 requests, one every 3 s (~120 failed polls of the state at this stack's 0.5 s interval)
         for i in range(20):
             request_id = f"outage-during-{i}"
             resp = http.post("/invocations", json=split(world.rows(1)), headers={"X-Request-ID": request_id})
             assert resp.status_code == 200, resp.text
             ids.append(request_id)
-            time.sleep(0.5)
+            time.sleep(3.0)
         resp = http.post("/admin/flush", headers=admin(), timeout=120)
         during = metric_values(http)
     finally:
