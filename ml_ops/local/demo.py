@@ -199,7 +199,8 @@ def load_history(stack, cfg, cal: Calendar, clock: Clock) -> int:
         engine.dispose()
     clock.say(
         f"history: raw and validation partitions of {cal.warmup}..{cal.last}, features of {cal.first}..{cal.last}, "
-        f"labels joined as of {cal.last}'s end ({joined['labelled']} rows labelled, {joined['corrected']} corrected) "
+        f"labels joined as of {cal.last}'s end ({joined['labelled']} rows labelled, {joined['corrected']} corrected; "
+        f"{joined['unmatched']} unmatched: the warm-up days' labels, which have no features partition) "
         f"({cfg.prefix()}/)"
     )
     client = MlflowClient(stack.mlflow_url)
