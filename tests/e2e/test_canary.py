@@ -368,17 +368,40 @@ def test_worse_model_of_the_same_cost_is_rolled_back_by_a_quality_metric(world, 
     assert inbox.matching(f"canary v{weak} rolled back")
 
 
-def test_a_gate_win_starts_the_canary_through_its_asset_and_its_verdict_is_applied(world, inbox):
+# For the chain test only: wide quality tolerances. This world's retrained challenger (2-day window) and champion
+# are close on fresh days, and on ~40 labelled positives a side the default tolerances rolled a close pair back
+# once (ROC-AUC 0.878 vs 0.944, p=0.035). The chain is what that test is about; a version that ranks clearly
+# worse is the quality test above, under the default tolerances.
+CHAIN_METRICS = """  metrics:
+    error_rate: {direction: increase, tolerance: 0.01, critical: true}
+    latency_ms: {direction: increase, tolerance: 0.10, critical: true}
+    score: {direction: either, tolerance: 0.35, weight: 0.5}
+    log_loss: {direction: increase, tolerance: 1.0, critical: true}
+    roc_auc: {direction: decrease, tolerance: 0.15, critical: true}
+"""
+
+
+def test_a_gate_win_starts_the_canary_through_its_asset_and_it_is_promoted(world, inbox, canary_include):
     """The automatic chain through the real scheduler: the training DAG's challenger wins its gate,
-    `announce_canary` emits the Asset, the canary DAG starts by itself, judges it on fresh traffic and applies
-    its verdict. On fresh days this world's challenger (2-day window) and champion are close, so the judge may
-    promote it or roll it back (seen: ROC-AUC 0.878 vs 0.944 on 40 labelled positives, p=0.035); either way
-    the decision must be applied and on the record. `make demo` runs the same chain to a promotion."""
+    `announce_canary` emits the Asset, the canary DAG starts by itself, judges it on fresh traffic at every step
+    and promotes it (CHAIN_METRICS: the pair is close). No manual trigger. `make demo` runs the same chain."""
+    champion = _champion(world)
+    runs_before = {r["dag_run_id"] for r in world["airflow"].dag_runs(DAG)}
+    fraud = canary_include / "pipelines" / "fraud.yaml"
+    original = fraud.read_text()
+    marker = "  min_per_class: 5\n"
+    assert marker in original
+    fraud.write_text(original.replace(marker, marker + CHAIN_METRICS))  # read by the canary task when it runs
+    try:
+        _run_chain(world, inbox, champion, runs_before)
+    finally:
+        fraud.write_text(original)
+
+
+def _run_chain(world, inbox, champion: int, runs_before: set) -> None:
     from tests.e2e.helpers import run_day
 
     airflow, client, store, cfg = world["airflow"], world["client"], world["store"], world["cfg"]
-    champion = _champion(world)
-    runs_before = {r["dag_run_id"] for r in airflow.dag_runs(DAG)}
     trained = run_day(airflow, "fraud_training", D0 + timedelta(days=DAYS - 1))
     assert trained["state"] == "success", trained
     tasks = trained["tasks"]
@@ -398,15 +421,11 @@ def test_a_gate_win_starts_the_canary_through_its_asset_and_its_verdict_is_appli
         assert run["run_type"] == "asset_triggered", run
         assert airflow.wait_for_run(DAG, run["dag_run_id"], timeout=900) == "success"
     outcome = airflow.xcom(DAG, run["dag_run_id"], "canary")
-    assert outcome["version"] == challenger and outcome["outcome"] in ("promoted", "rolled_back"), outcome
+    assert outcome["version"] == challenger and outcome["outcome"] == "promoted", outcome
     tags = client.get_model_version("fraud", str(challenger)).tags
     assert "canary.forced" not in tags  # it won its gate: nothing to force
-    assert tags["canary.status"] == outcome["outcome"] and "canary.step1" in tags, tags
-    if outcome["outcome"] == "promoted":
-        assert _champion(world) == challenger != champion
-        assert inbox.matching(f"canary v{challenger} promoted")
-    else:  # a verdict naming a metric, the champion untouched
-        assert "critical" in outcome["reason"] or "score" in outcome["reason"], outcome
-        assert _champion(world) == champion and tags["rolled_back"] == "true"
-        assert inbox.matching(f"canary v{challenger} rolled back")
+    assert tags["canary.status"] == "promoted" and tags["canary.step1"].startswith("pass"), tags
+    assert "canary.step2" in tags, tags  # judged at both steps, on labelled fresh traffic
+    assert _champion(world) == challenger != champion
+    assert inbox.matching(f"canary v{challenger} promoted")
     assert "canary" not in client.get_registered_model("fraud").aliases
