@@ -28,16 +28,10 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from tests.e2e.helpers import free_port  # noqa: E402 - after the repo is on sys.path
+
 D0 = date(2026, 3, 1)
 DAG = "tumors_training"
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def tree_cpu(root: int) -> float:
