@@ -44,7 +44,6 @@ def sqlite_path(url: str) -> Path:
 
 class SQLiteStore(OnlineStore):
     kind = "sqlite"
-    workers = 1  # one connection, used by one thread at a time
 
     def __init__(self, url: str, **kwargs):
         super().__init__(url, **kwargs)

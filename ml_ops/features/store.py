@@ -82,7 +82,6 @@ class OnlineStore(ABC):
     """Per-pipeline entity events and global hourly sums; see the module docstring."""
 
     kind = "?"
-    workers = 1  # concurrent callers that make sense (the gateway's store threads)
 
     def __init__(self, url: str, *, lateness_ns: int = LATENESS_NS, ttl_seconds: int = TTL_SECONDS):
         self.url = url

@@ -7,6 +7,12 @@ statistics (imputation values, means and scales, one-hot categories) once and ap
 then calls the same fitted classifier, so the scores are the pipeline's own. The gateway only uses it
 after ``verified`` finds it equal to the pipeline on check rows; anything it does not recognise (another
 transformer, options like ``drop`` or ``min_frequency``) returns None and the pipeline serves as is.
+
+A binary ``HistGradientBoostingClassifier`` (the fraud model) is evaluated by ``hist_gradient_boosting``: its
+``predict_proba`` walks the trees one Cython call each (~3 µs a tree, ~0.3-0.5 ms for 100 trees whatever the
+rows), a fixed cost that dominated a one-row prediction; the same fitted nodes walked for all trees at once, one
+numpy step per tree level, take ~0.1 ms for a few rows (beyond ``WALK_ROWS`` sklearn's loop is the cheaper).
+Same nodes, same thresholds, same missing-value directions.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from collections.abc import Callable
 import numpy as np
 
 Scorer = Callable[[dict[str, np.ndarray], int], np.ndarray]
+WALK_ROWS = 32  # up to this many rows, all trees are walked at once (measured: 0.12 vs 0.5 ms for 3 rows)
 
 
 def _is_missing(values: np.ndarray) -> np.ndarray:
@@ -100,6 +107,57 @@ def _categorical_block(steps: list) -> Callable[[list[np.ndarray]], np.ndarray] 
     return encode
 
 
+def hist_gradient_boosting(clf) -> Callable[[np.ndarray], np.ndarray] | None:
+    """``X -> P(class 1)`` of a fitted binary ``HistGradientBoostingClassifier`` on numeric features, walking all
+    its trees at once; None for anything else (native categorical splits, several classes, interaction cuts do not
+    matter at prediction)."""
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    if type(clf) is not HistGradientBoostingClassifier or getattr(clf, "n_trees_per_iteration_", 0) != 1:
+        return None
+    if getattr(clf, "is_categorical_", None) is not None and np.any(clf.is_categorical_):
+        return None
+    trees = [predictors[0].nodes for predictors in clf._predictors]
+    if not trees or any(t["is_categorical"].any() for t in trees):
+        return None
+    starts = np.cumsum([0] + [len(t) for t in trees[:-1]])
+    nodes = np.concatenate(trees)
+    index = np.arange(len(nodes))
+    leaf = nodes["is_leaf"].astype(bool)
+    offset = np.repeat(starts, [len(t) for t in trees])
+    # children[i] = (right, left) as absolute indices; a leaf points to itself, so extra steps leave it there
+    children = np.stack(
+        [np.where(leaf, index, nodes["right"] + offset), np.where(leaf, index, nodes["left"] + offset)], axis=1
+    ).astype(np.intp)
+    feature = np.where(leaf, 0, nodes["feature_idx"]).astype(np.intp)
+    threshold = nodes["num_threshold"].astype(np.float64)
+    missing_left = nodes["missing_go_to_left"].astype(bool)
+    value = nodes["value"].astype(np.float64)
+    depth = int(nodes["depth"].max())
+    roots = starts.astype(np.intp)
+    baseline = float(np.asarray(clf._baseline_prediction).ravel()[0])
+    n_features = clf.n_features_in_
+    loss = clf._loss
+
+    def proba(X: np.ndarray) -> np.ndarray:
+        X = np.asarray(X, dtype=np.float64)
+        if X.ndim != 2 or X.shape[1] != n_features:
+            raise ValueError(f"expected {n_features} features, got shape {X.shape}")
+        n = len(X)
+        if n > WALK_ROWS:  # many rows: sklearn's per-tree loop over all of them is the cheaper one
+            return np.asarray(clf.predict_proba(X))[:, 1]
+        rows = np.repeat(np.arange(n), len(roots))
+        at = np.tile(roots, n)
+        for _ in range(depth):
+            x = X[rows, feature[at]]
+            go_left = (x <= threshold[at]) | (np.isnan(x) & missing_left[at])
+            at = children[at, go_left.view(np.uint8)]
+        raw = baseline + value[at].reshape(n, len(roots)).sum(axis=1)
+        return loss.predict_proba(raw.reshape(-1, 1))[:, 1]
+
+    return proba
+
+
 def compile_pipeline(pipeline) -> Scorer | None:
     """``columns -> P(positive)`` equivalent to ``pipeline.predict_proba(frame)[:, 1]``, or None."""
     from sklearn.compose import ColumnTransformer
@@ -110,6 +168,7 @@ def compile_pipeline(pipeline) -> Scorer | None:
     pre, clf = pipeline.steps[0][1], pipeline.steps[1][1]
     if not isinstance(pre, ColumnTransformer) or not hasattr(clf, "predict_proba") or list(clf.classes_) != [0, 1]:
         return None
+    predict = hist_gradient_boosting(clf) or (lambda x: np.asarray(clf.predict_proba(x))[:, 1])
     blocks = []
     for name, transformer, columns in pre.transformers_:
         if transformer == "drop" or (name == "remainder" and len(columns) == 0):
@@ -136,7 +195,7 @@ def compile_pipeline(pipeline) -> Scorer | None:
                 parts.append(x)
             else:
                 parts.append(ops([np.asarray(columns[c], dtype=object) for c in names]))
-        return np.asarray(clf.predict_proba(np.hstack(parts)))[:, 1].astype("float64")
+        return np.asarray(predict(np.hstack(parts)), dtype="float64")
 
     return score
 

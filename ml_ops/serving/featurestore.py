@@ -3,9 +3,11 @@ materialisation when a version is loaded or a newer raw day appears.
 
 The store (``MLOPS_ONLINE_STORE``, ``ml_ops.features.store``) is opened at start; if it cannot be, raw-event
 requests of pipelines with history features answer 503 naming it (model-input requests are untouched) and the
-gateway tries again at the next materialisation check. Store calls run in a small thread pool of their own
-(``OnlineStore.workers``: one for SQLite's single connection, a few for Redis), so a slow store delays only the
-raw requests waiting for it, never the event loop.
+gateway tries again at the next materialisation check. Store calls run in one thread per pipeline, batched like
+model calls (``ml_ops.serving.runner.ModelRunner``): the raw requests queued while one call runs go together in
+the next, as one store round trip (for Redis, one script call) and one feature computation, so concurrent
+requests share the store's per-call cost and a slow store delays only the raw requests waiting for it, never the
+event loop. A store that fails fails every request of its call with 503 at once.
 
 Materialisation (``ml_ops.features.materialize``, a merge safe beside live traffic) runs in a background thread:
 for each pipeline with history features, when its champion or canary version loaded by this process changes
@@ -15,21 +17,38 @@ outcome is shown in ``/pipelines`` (``online``).
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
+
+import numpy as np
 
 from ml_ops.features.online import OnlineFeatures, entity_keyer
 from ml_ops.features.store import OnlineStore, StoreUnavailable, open_store
 from ml_ops.privacy import PrivacyKeyMissing, read_key
 from ml_ops.serving.errors import RequestError
+from ml_ops.serving.runner import ModelRunner
 from ml_ops.serving.settings import Settings
 
 log = logging.getLogger("ml_ops.serving.features")
 CHECK_SECONDS = 2.0  # how often the materialiser looks at the loaded versions
+BATCH_EVENTS = 512  # events per store call at most
+
+
+def _batched(online: OnlineFeatures):
+    """The runner's call: the generated columns of the queued requests' events, as one structured array (a row per
+    event: the runner hands each request its slice)."""
+
+    def compute(columns: dict[str, np.ndarray], n: int) -> np.ndarray:
+        amounts = columns["amount"] if online.with_amount else None
+        cols, _ = online.compute(columns["entity"], columns["id"], columns["ts"], amounts)
+        rows = np.empty(n, dtype=[(c, cols[c].dtype) for c in online.columns])
+        for c in online.columns:
+            rows[c] = cols[c]
+        return rows
+
+    return compute
 
 
 class GatewayFeatures:
@@ -37,8 +56,7 @@ class GatewayFeatures:
         self.settings, self.object_store, self.resolver = settings, object_store, resolver
         self.store: OnlineStore | None = None
         self.error: str | None = None if settings.online_store else "MLOPS_ONLINE_STORE is not set"
-        self._executor: ThreadPoolExecutor | None = None
-        self._features: dict[str, OnlineFeatures] = {}
+        self._features: dict[str, tuple[OnlineFeatures, ModelRunner]] = {}
         self._materialized: dict[str, dict] = {}
         self._seen_versions: dict[str, tuple] = {}
         self._checked_at: dict[str, float] = {}
@@ -60,7 +78,6 @@ class GatewayFeatures:
                     self.error = str(exc)
                     log.error("online store not available: %s", exc)
                     return None
-                self._executor = ThreadPoolExecutor(store.workers, thread_name_prefix="online-store")
                 self.store, self.error = store, None
                 log.info("online store %s open", store.label)
         return self.store
@@ -76,15 +93,13 @@ class GatewayFeatures:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=30)
-        if self._executor is not None:
-            self._executor.shutdown(wait=True)
         if self.store is not None:
             self.store.close()
 
     # ---- the request path ------------------------------------------------------------------------------
-    def _online(self, cfg) -> OnlineFeatures:
+    def _online(self, cfg) -> tuple[OnlineFeatures, ModelRunner]:
         found = self._features.get(cfg.name)
-        if found is None or found.cfg is not cfg:
+        if found is None or found[0].cfg is not cfg:
             store, key = None, None
             if cfg.features.entity_column:
                 store = self.open()
@@ -99,13 +114,21 @@ class GatewayFeatures:
                     key = entity_keyer(cfg, read_key(cfg.privacy.key_name))
                 except PrivacyKeyMissing as exc:
                     raise RequestError(503, str(exc), kind="unavailable") from None
-            found = self._features[cfg.name] = OnlineFeatures(cfg, store, key)
+            online = OnlineFeatures(cfg, store, key)
+            runner = ModelRunner(
+                _batched(online),
+                name=f"online-{cfg.name}",
+                max_rows=BATCH_EVENTS,
+                threads=None,
+                shared_errors=(StoreUnavailable,),
+            )
+            found = self._features[cfg.name] = (online, runner)
         return found
 
     async def compute(self, cfg, raw) -> dict:
         """The derived columns of a checked raw request (``ml_ops.serving.rawinput.RawEvents``), recorded in
         the online store; 503 naming the store when it fails."""
-        online = self._online(cfg)
+        online, runner = self._online(cfg)
         if not online.needs_store:
             return online.compute(None, raw.ids, raw.ts, raw.amounts)[0]
         cold = self.cold(cfg.name)
@@ -113,16 +136,22 @@ class GatewayFeatures:
             raise RequestError(
                 503, f"{cold}; retry in a few seconds, or send the model's inputs (X-Input: model)", kind="unavailable"
             )
-        loop = asyncio.get_running_loop()
+        n = len(raw.ids)
+        entities, ids = np.empty(n, object), np.empty(n, object)
+        entities[:], ids[:] = raw.entities, raw.ids
+        columns = {
+            "entity": entities,
+            "id": ids,
+            "ts": raw.ts,
+            "amount": raw.amounts if raw.amounts is not None else np.full(n, np.nan),
+        }
         try:
-            cols, _ = await loop.run_in_executor(
-                self._executor, online.compute, raw.entities, raw.ids, raw.ts, raw.amounts
-            )
+            rows, _, _ = await runner.predict(columns, n)
         except StoreUnavailable as exc:
             raise RequestError(
                 503, f"{exc}; send the model's inputs instead (X-Input: model)", kind="unavailable"
             ) from None
-        return cols
+        return {c: rows[c] for c in online.columns}
 
     # ---- materialisation -------------------------------------------------------------------------------
     def _run(self) -> None:

@@ -8,7 +8,9 @@ pipeline dominates a one-row prediction). Model calls never run on the event loo
 (or a sleeping fault-injection variant) delays only the requests routed to it.
 
 A model call that raises fails only the request that caused it: a failed call of several requests is
-retried once per request. The thread exits after a minute without work and is restarted on demand.
+retried once per request, except for the exception types in ``shared_errors`` (a store that is down fails
+every request of the call at once). The thread exits after a minute without work and is restarted on demand.
+The gateway's online store calls (``ml_ops.serving.featurestore``) are batched by the same runner.
 """
 
 from __future__ import annotations
@@ -57,8 +59,10 @@ class ModelRunner:
         max_rows: int = 256,
         threads: int | None = 1,
         inline: bool = False,
+        shared_errors: tuple[type[BaseException], ...] = (),
     ):
         self.score, self.name, self.max_rows, self.threads = score, name, max_rows, threads
+        self.shared_errors = shared_errors
         self.inline = inline  # predict on the event loop itself (no thread hand-off, no batching)
         self._queue: queue.SimpleQueue[_Item] = queue.SimpleQueue()
         self._lock = threading.Lock()
@@ -134,6 +138,10 @@ class ModelRunner:
             scores, seconds, cpu_seconds = self._call(joined, rows)
             if len(scores) != rows:
                 raise ValueError(f"model returned {len(scores)} scores for {rows} rows")
+        except self.shared_errors as exc:
+            for item in batch:
+                _deliver(item, error=exc)
+            return
         except Exception:  # noqa: BLE001 - find the request that fails, spare the others
             for item in batch:
                 self._execute([item], item.n)

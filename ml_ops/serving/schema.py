@@ -36,7 +36,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -371,9 +371,12 @@ def _convert(column: Column, values: list) -> np.ndarray:
     return np.array(values, dtype=object)
 
 
-def convert(table: Table, schema: InputSchema | None, skip: Iterable[str] = ()) -> dict[str, np.ndarray]:
+def convert(
+    table: Table, schema: InputSchema | None, skip: Iterable[str] = (), only: Collection[str] | None = None
+) -> dict[str, np.ndarray]:
     """The model's input columns as typed arrays, in signature order (optional ones may be absent).
-    Without a signature: every column but ``skip``, with numpy's inferred types."""
+    Without a signature: every column but ``skip``, with numpy's inferred types. ``only``: just these of the
+    signature's columns (the gateway's derived features, added to a raw request's checked columns)."""
     if schema is None:
         skip = set(skip)
         out = {}
@@ -387,6 +390,8 @@ def convert(table: Table, schema: InputSchema | None, skip: Iterable[str] = ()) 
         return out
     out = {}
     for column in schema.columns:
+        if only is not None and column.name not in only:
+            continue
         values = table.data.get(column.name)
         if values is None and not column.required:
             continue  # an optional input left out stays out, as with MLflow's own enforcement

@@ -243,9 +243,10 @@ class Gateway:
                 )
             schemas = dep.schemas
             raw = None
-            if mode == RAW:
-                raw, table = await self._raw_to_model_inputs(dep, table, schemas)
-            if schemas:
+            typed_by_schema: dict[int, dict[str, np.ndarray]] = {}
+            if mode == RAW:  # checked and converted there, before the online store records anything
+                raw, table, typed_by_schema = await self._raw_to_model_inputs(dep, table, schemas)
+            elif schemas:
                 check_columns(table, schemas, dep.extra_columns, f"{name} v{dep.champion.version}")
             key_column = table.data.get(cfg.routing_key) if cfg.routing_key else None
             keys = routing_keys(table.n, header=routing_header, column=key_column, request_id=request_id)
@@ -253,7 +254,6 @@ class Gateway:
             groups: dict[str, list[int]] = {}
             for i, r in enumerate(routes):
                 groups.setdefault(r, []).append(i)
-            typed_by_schema: dict[int, dict[str, np.ndarray]] = {}
             plan = []
             for route, rows in groups.items():
                 model = dep.model(route)
@@ -329,24 +329,30 @@ class Gateway:
         predictions = [None if math.isnan(s) else s for s in scores.tolist()]  # NaN is not JSON
         return {"predictions": predictions, "versions": versions, "routes": routes, "request_id": request_id}
 
-    async def _raw_to_model_inputs(self, dep: Deployment, table: Table, schemas) -> tuple[RawEvents, Table]:
-        """A raw request's events (checked) and its model-input table with the derived columns computed online.
-        Every check runs before the online store records anything: the raw columns, then the signature's, on
-        the table with the derived columns still zero."""
+    async def _raw_to_model_inputs(
+        self, dep: Deployment, table: Table, schemas
+    ) -> tuple[RawEvents, Table, dict[int, dict[str, np.ndarray]]]:
+        """A raw request's events (checked), its model-input table with the derived columns computed online, and
+        its typed inputs per signature (``id(schema)``). Every check runs before the online store records
+        anything: the raw columns, then the signature's, on the table with the derived columns still zero."""
         cfg = dep.cfg
         inputs = [n for s in schemas or [dep.fallback_schema] for n in s.names]
         raw = parse_raw(table, cfg, self.raw_columns(cfg), inputs)
         derived = self.raw_columns(cfg).derived
         zeros = [0] * table.n
         checked = Table([*raw.table.columns, *derived], {**raw.table.data, **dict.fromkeys(derived, zeros)}, table.n)
+        typed_by_schema = {}
         if schemas:
             label = f"{dep.name} v{dep.champion.version}"
             check_columns(checked, schemas, dep.extra_columns, label)
             for schema in schemas:
-                convert(checked, schema, dep.extra_columns)
+                typed_by_schema[id(schema)] = convert(checked, schema, dep.extra_columns)
         computed = await self.features.compute(cfg, raw)
         data = {**raw.table.data, **{c: computed[c].tolist() for c in derived}}
-        return raw, Table([*raw.table.columns, *derived], data, table.n)
+        table = Table([*raw.table.columns, *derived], data, table.n)
+        for schema in schemas or []:  # the zeros replaced by the computed values, typed as the signature says
+            typed_by_schema[id(schema)].update(convert(table, schema, dep.extra_columns, only=derived))
+        return raw, table, typed_by_schema
 
     def _log_rows(
         self,

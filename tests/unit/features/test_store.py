@@ -61,6 +61,24 @@ def test_null_amounts_are_kept_as_events_but_not_summed(online_store):
     assert np.isnan(events["x"][1]) and events["y"] == (T0 + 1, 7.0)
 
 
+def test_the_global_sums_of_an_hour_stay_exact_when_late_amounts_land_in_its_window(online_store):
+    """Every event of one hour reads the same 168-hour window (Redis keeps it as a memo): a late amount, an
+    ingest beside live traffic, and a later hour all see exactly the recorded sums."""
+    online_store.observe(P, [ev("a", "x", T0, 5.0)])
+    first = online_store.observe(P, [ev("b", "y", T0 + 2 * HOUR_NS, 1.0)])[0]
+    assert (first.global_n, first.global_sum) == (1, 5.0)
+    online_store.observe(P, [ev("c", "late", T0 + HOUR_NS, 7.0)])  # inside the window already read
+    online_store.ingest(P, [ev("d", "old", T0 - 3 * HOUR_NS, 100.0)])  # materialised beside live traffic
+    again = online_store.observe(P, [ev("e", "z", T0 + 2 * HOUR_NS + 1, 1.0)])[0]
+    assert (again.global_n, again.global_sum) == (3, 112.0)
+    next_hour = online_store.observe(P, [ev("f", "w", T0 + 3 * HOUR_NS)])[0]  # now with y and z's hour
+    assert (next_hour.global_n, next_hour.global_sum) == (5, 114.0)
+    window_end = online_store.observe(P, [ev("g", "v", T0 + 168 * HOUR_NS)])[0]  # T0's hour is the first one
+    assert (window_end.global_n, window_end.global_sum) == (5, 24.0)  # x, late, y, z, w (10)
+    past_it = online_store.observe(P, [ev("g", "u", T0 + 169 * HOUR_NS)])[0]  # x has left it, v (10) came in
+    assert (past_it.global_n, past_it.global_sum) == (5, 29.0)
+
+
 def test_pipelines_are_apart_and_clear_forgets_one(online_store):
     online_store.observe(P, [ev("a", "t1", T0)])
     online_store.observe("tumors", [ev("a", "t1", T0)])

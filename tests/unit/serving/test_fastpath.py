@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from ml_ops.pipeline.train import build_model
-from ml_ops.serving.fastpath import compile_pipeline, verified
+from ml_ops.serving.fastpath import WALK_ROWS, compile_pipeline, hist_gradient_boosting, verified
 
 NUMERIC = ["amount", "age", "days"]
 CATEGORICAL = ["channel", "country"]
@@ -48,6 +48,29 @@ def test_numpy_scorer_gives_the_pipelines_scores(estimator, params):
     np.testing.assert_allclose(fast(columns(test), len(test)), expected, rtol=1e-9, atol=1e-12)
     one = test.iloc[[7]]  # one row, as most requests are
     np.testing.assert_allclose(fast(columns(one), 1), expected[[7]], rtol=1e-9, atol=1e-12)
+    few = test.iloc[:WALK_ROWS]  # a small batch: the trees walked at once
+    np.testing.assert_allclose(fast(columns(few), len(few)), expected[:WALK_ROWS], rtol=1e-9, atol=1e-12)
+
+
+def test_the_tree_walk_gives_hist_gradient_boostings_scores_with_missing_values():
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    rng = np.random.default_rng(5)
+    X = rng.normal(size=(3000, 6))
+    X[rng.random(X.shape) < 0.1] = np.nan  # NaN goes where each split learnt to send it
+    y = ((np.nan_to_num(X[:, 0]) + np.isnan(X[:, 1]) + rng.normal(size=3000)) > 0.5).astype(int)
+    clf = HistGradientBoostingClassifier(max_iter=60, random_state=0).fit(X, y)
+    walk = hist_gradient_boosting(clf)
+    test = rng.normal(size=(WALK_ROWS, 6))
+    test[rng.random(test.shape) < 0.2] = np.nan
+    np.testing.assert_allclose(walk(test), clf.predict_proba(test)[:, 1], rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(walk(test[:1]), clf.predict_proba(test[:1])[:, 1], rtol=1e-12, atol=1e-15)
+    with pytest.raises(ValueError, match="expected 6 features"):
+        walk(test[:, :5])
+    native = HistGradientBoostingClassifier(max_iter=5, categorical_features=[0]).fit(
+        np.c_[rng.integers(0, 4, 3000), X[:, 1:]], y
+    )
+    assert hist_gradient_boosting(native) is None  # categorical splits: sklearn's own predict_proba
 
 
 def test_unknown_steps_keep_the_pipeline():
