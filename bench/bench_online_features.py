@@ -1,6 +1,6 @@
 """Raw events with online features (Redis) vs model inputs vs `mlflow models serve`: same model, one run.
 
-Run: .venv/bin/python bench/bench_online_features.py [--rates 100,400] [--duration 20] [--clients 4]
+Run: .venv/bin/python bench/bench_online_features.py [--rates 100,400] [--duration 20] [--clients 4,16]
                                                      [--closed-duration 15] [--rounds 2] [--quick]
 Writes bench/RESULTS_online_features.md.
 
@@ -81,7 +81,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rates", default="100,400")
     ap.add_argument("--duration", type=float, default=20)
-    ap.add_argument("--clients", type=int, default=4)
+    ap.add_argument("--clients", default="4,16", help="closed-loop client counts, one cell each")
     ap.add_argument("--closed-duration", type=float, default=15)
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--wait-quiet", type=float, default=0.0, metavar="LOAD")
@@ -167,9 +167,12 @@ def main() -> None:
         for t, spec in targets:
             bg.run_load(t, spec, rate=50, duration=3)
         bench_start = datetime.now(timezone.utc)
+        # Closed loop first: the open-loop cells above mlflow serve's capacity queue thousands of requests on it,
+        # and its throughput should not be measured in their wake.
+        for clients in client_counts(args):
+            measure(targets, f"closed-{clients}", args, clients=clients, duration=args.closed_duration)
         for rate in rates:
             measure(targets, f"open-{rate}", args, rate=rate, duration=args.duration)
-        measure(targets, "closed", args, clients=args.clients, duration=args.closed_duration)
 
         httpx.post(f"{stack.gateway_url}/admin/flush", headers={"Authorization": f"Bearer {bg.TOKEN}"}, timeout=60)
         parts = [u for u in store.list(f"{world.cfg.prefix()}/serving_logs/") if u.endswith(".parquet")]
@@ -219,6 +222,16 @@ def main() -> None:
         shutil.rmtree(home, ignore_errors=True)
 
 
+def client_counts(args) -> list[int]:
+    return [int(c) for c in str(args.clients).split(",")]
+
+
+def peak(t) -> tuple[float, int]:
+    """A server's closed-loop throughput: its best over the client counts measured, and that count."""
+    cells = [(r["throughput"], int(k.split("-")[1])) for k, r in t.results.items() if k.startswith("closed-")]
+    return max(cells, default=(float("nan"), 0))
+
+
 def write_results(path: Path, targets, rates, args, meta) -> None:
     import platform
 
@@ -257,39 +270,51 @@ def write_results(path: Path, targets, rates, args, meta) -> None:
                     f"{fmt(r['p99_ms'])} | {fmt(r['max_ms'])} | {errors} | {fmt(r['server_cpu_ms_per_req'], 2)} | "
                     f"{fmt(r['load1'])} |"
                 )
+    counts = client_counts(args)
     lines += [
         "",
-        f"## Closed loop: {args.clients} clients back to back for {args.closed_duration:g} s ({args.rounds} slices)",
+        f"## Closed loop: {' and '.join(map(str, counts))} clients back to back, {args.closed_duration:g} s per cell "
+        f"({args.rounds} slices)",
         "",
-        "| server | throughput rps | p50 ms | p99 ms | errors | CPU ms/req | load |",
-        "|---|---|---|---|---|---|---|",
+        "Each client sends its next request as soon as the previous one is answered. A server's throughput is its "
+        "best over the client counts: a pipelined server (the gateway batches the requests that wait together) "
+        "needs more requests in flight than a one-at-a-time server to be saturated.",
+        "",
+        "| server | clients | throughput rps | p50 ms | p99 ms | errors | CPU ms/req | load |",
+        "|---|---|---|---|---|---|---|---|",
     ]
-    for t in targets:
-        r = t.results.get("closed")
-        if r:
-            lines.append(
-                f"| {t.name} | {fmt(r['throughput'])} | {fmt(r['p50_ms'])} | {fmt(r['p99_ms'])} | {r['errors']} | "
-                f"{fmt(r['server_cpu_ms_per_req'], 2)} | {fmt(r['load1'])} |"
-            )
+    for clients in counts:
+        for t in targets:
+            r = t.results.get(f"closed-{clients}")
+            if r:
+                lines.append(
+                    f"| {t.name} | {clients} | {fmt(r['throughput'])} | {fmt(r['p50_ms'])} | {fmt(r['p99_ms'])} | "
+                    f"{r['errors']} | {fmt(r['server_cpu_ms_per_req'], 2)} | {fmt(r['load1'])} |"
+                )
     by = meta["by"]
-    raw = by["gateway, raw events (online features on Redis)"].results
-    best_mlflow = max(
-        (t.results["closed"]["throughput"] for n, t in by.items() if n.startswith("mlflow") and "closed" in t.results),
-        default=float("nan"),
-    )
+    raw_target = by["gateway, raw events (online features on Redis)"]
+    raw = raw_target.results
+    mlflows = [t for n, t in by.items() if n.startswith("mlflow")]
+    best_mlflow, best_mlflow_at = max((peak(t) for t in mlflows), default=(float("nan"), 0))
     lines += ["", "## Logging check", "", meta["logging"], "", "## Goals", ""]
     if "open-100" in raw:
         p99 = raw["open-100"]["p99_ms"]
         lines.append(
             f"* p99 <= 20 ms at 100 rps with online features: {fmt(p99)} ms -> **{'met' if p99 <= 20 else 'missed'}**."
         )
-    if "closed" in raw:
-        a = raw["closed"]["throughput"]
+    a, at = peak(raw_target)
+    if a == a:  # measured
         ok = a >= 10 * best_mlflow
         lines.append(
-            f"* throughput >= 10x mlflow models serve (its faster variant): {a:.0f} vs {best_mlflow:.0f} rps "
-            f"({a / best_mlflow:.1f}x) -> **{'met' if ok else 'missed'}**."
+            f"* throughput >= 10x mlflow models serve (its faster variant, best of its client counts): {a:.0f} rps "
+            f"({at} clients) vs {best_mlflow:.0f} rps ({best_mlflow_at} clients) = {a / best_mlflow:.1f}x -> "
+            f"**{'met' if ok else 'missed'}**."
         )
+        for clients in counts:
+            mine = raw.get(f"closed-{clients}", {}).get("throughput", float("nan"))
+            theirs = max((t.results.get(f"closed-{clients}", {}).get("throughput", 0) for t in mlflows), default=0)
+            if theirs:
+                lines.append(f"  * at {clients} clients alike: {mine:.0f} vs {theirs:.0f} rps = {mine / theirs:.1f}x")
     path.write_text("\n".join(lines) + "\n")
 
 

@@ -125,6 +125,7 @@ def _errors(*statuses: int) -> dict:
 
 INVOCATION_ERRORS = _errors(400, 401, 403, 404, 405, 408, 413, 415, 422, 500, 503)
 FEEDBACK_ERRORS = _errors(400, 401, 403, 404, 408, 413, 415, 422, 500)
+ADMIN_ERRORS = _errors(401, 403)
 
 
 def request_body(annotation, description: str) -> tuple[dict, dict]:

@@ -69,6 +69,14 @@ INPUT_DOC = (
     "its online store. Default: the pipeline's serving.input (model unless configured)"
 )
 INPUT_HEADER = Header(None, alias="X-Input", description=INPUT_DOC)
+REQUEST_ID_HEADER = Header(
+    None,
+    alias="X-Request-ID",
+    max_length=128,
+    pattern=r"^[\x20-\x7e]{1,128}$",
+    description="the request's id in the prediction log and for feedback: 1-128 printable ASCII characters "
+    "(else 400); generated when absent, returned in the reply header either way",
+)
 
 
 def check_token(settings: Settings, authorization: str | None, what: str) -> None:
@@ -321,7 +329,7 @@ def create_app(settings: Settings | None = None, gateway: Gateway | None = None)
         pipeline: str | None = Query(None, description="pipeline (else X-Pipeline, else the default)"),
         x_pipeline: str | None = Header(None, alias="X-Pipeline"),
         x_input: InputMode | None = INPUT_HEADER,
-        x_request_id: str | None = Header(None, alias="X-Request-ID", max_length=128),
+        x_request_id: str | None = REQUEST_ID_HEADER,
         x_routing_key: str | None = Header(
             None, alias="X-Routing-Key", max_length=256, description="only with serving.client_routing_key"
         ),
@@ -334,7 +342,7 @@ def create_app(settings: Settings | None = None, gateway: Gateway | None = None)
         async def named_invocations(
             pipeline: str,
             x_input: InputMode | None = INPUT_HEADER,
-            x_request_id: str | None = Header(None, alias="X-Request-ID", max_length=128),
+            x_request_id: str | None = REQUEST_ID_HEADER,
             x_routing_key: str | None = Header(
                 None, alias="X-Routing-Key", max_length=256, description="only with serving.client_routing_key"
             ),
@@ -370,7 +378,15 @@ def create_app(settings: Settings | None = None, gateway: Gateway | None = None)
     async def ping():
         return Response(b"\n", media_type="text/plain")
 
-    @app.get("/ready")
+    @app.get(
+        "/ready",
+        responses={
+            503: {
+                "description": "not ready: a champion is not loaded, or a pipeline's online store is not yet "
+                "materialised (raw events); `error` says which"
+            }
+        },
+    )
     async def ready(request: Request):
         ok, why = gw(request).resolver.ready()
         if ok:  # raw events need their entities' history online
@@ -394,7 +410,7 @@ def create_app(settings: Settings | None = None, gateway: Gateway | None = None)
         return Response(gw(request).render_metrics(), media_type=CONTENT_TYPE)
 
     # ---- admin --------------------------------------------------------------------------------------
-    @app.post("/admin/reload")
+    @app.post("/admin/reload", responses=api.ADMIN_ERRORS)
     async def reload(request: Request):
         check_token(settings, request.headers.get("authorization"), "POST /admin/reload")
         return _json({"pipelines": await run_in_threadpool(gw(request).resolver.poll_once)})
@@ -402,7 +418,10 @@ def create_app(settings: Settings | None = None, gateway: Gateway | None = None)
     @app.post(
         "/admin/flush",
         response_model=api.FlushResponse,
-        responses={503: {"model": api.FlushResponse, "description": "a write failed; its rows are kept for a retry"}},
+        responses={
+            **api.ADMIN_ERRORS,
+            503: {"model": api.FlushResponse, "description": "a write failed; its rows are kept for a retry"},
+        },
     )
     async def flush(request: Request):
         check_token(settings, request.headers.get("authorization"), "POST /admin/flush")
