@@ -48,6 +48,16 @@ local cap, live = tonumber(ARGV[5]), tonumber(ARGV[6])
 local meta = prefix .. 'gm'
 local m = redis.call('HMGET', meta, 'max', 'v')
 local wmax, ver = tonumber(m[1]) or -1, m[2] or '0'
+local function add_buckets(from, to, s, n)  -- s, n plus the sums of the hourly buckets from..to
+  for b = from, to do
+    local v = redis.call('HMGET', prefix .. 'g:' .. b, 's', 'n')
+    if v[1] then
+      s = s + tonumber(v[1])
+      n = n + tonumber(v[2])
+    end
+  end
+  return s, n
+end
 local results = {}
 for i = 1, #KEYS do
   local a = 6 + (i - 1) * 5
@@ -93,14 +103,7 @@ for i = 1, #KEYS do
     local memo = redis.call('HMGET', wk, 's', 'n', 'v')
     local s, n = tonumber(memo[1]), tonumber(memo[2])
     if memo[3] ~= ver then
-      s, n = 0, 0
-      for b = first, bucket - live - 1 do
-        local v = redis.call('HMGET', prefix .. 'g:' .. b, 's', 'n')
-        if v[1] then
-          s = s + tonumber(v[1])
-          n = n + tonumber(v[2])
-        end
-      end
+      s, n = add_buckets(first, bucket - live - 1, 0, 0)
       redis.call('HSET', wk, 's', string.format('%.17g', s), 'n', n, 'v', ver)
       redis.call('EXPIRE', wk, ttl)
       if bucket > wmax then
@@ -109,13 +112,7 @@ for i = 1, #KEYS do
       end
       redis.call('EXPIRE', meta, ttl)  -- the version outlives every memo made under it
     end
-    for b = bucket - live, bucket - 1 do  -- the last hours, where slightly late events still land: read live
-      local v = redis.call('HMGET', prefix .. 'g:' .. b, 's', 'n')
-      if v[1] then
-        s = s + tonumber(v[1])
-        n = n + tonumber(v[2])
-      end
-    end
+    s, n = add_buckets(bucket - live, bucket - 1, s, n)  -- the last hours, where late events still land: live
     local gs, gn = string.format('%.17g', s), n
     results[i] = {recorded, table.concat(out, ' '), gs, gn}  -- one reply string: "<ts> <amount> <ts> ..."
   else
